@@ -1,0 +1,193 @@
+"""The account side of a venue: positions and balances (SPEC §1), validated and laid out by account.
+
+Positions are kept sorted by ``(account_id, instrument_id, isolated)`` and balances by ``account_id``, so
+that every account owns one contiguous segment of each: kernels run in parallel over accounts, and sum
+sequentially inside one, which makes results independent of the thread count.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import codes as C
+from .errors import InputError
+from .tables import BALANCES, POSITIONS, conform, examples, find_table_file, numeric_values, read
+
+
+@dataclass(frozen=True)
+class BookArrays:
+    """Positions and balances by account. Index letters: a = accounts, p = positions, b = balances;
+    account ``a`` owns positions ``pos_start[a]:pos_start[a+1]`` and balances ``bal_start[a]:bal_start[a+1]``."""
+
+    account_id: np.ndarray        # [a] int64, sorted, unique
+    pos_start: np.ndarray         # [a+1] int64
+    instrument_id: np.ndarray     # [p] int32
+    quantity: np.ndarray          # [p] contracts
+    entry_price: np.ndarray       # [p] settle units
+    isolated: np.ndarray          # [p] uint8: 1 = isolated
+    isolated_margin: np.ndarray   # [p] settle units, 0 for cross positions
+    pos_row: np.ndarray           # [p] int64 row in the input table
+    bal_start: np.ndarray         # [a+1] int64
+    bal_asset: np.ndarray         # [b] int32 code into ``bal_asset_names``
+    bal_amount: np.ndarray        # [b] asset units
+    bal_row: np.ndarray           # [b] int64 row in the input table
+    bal_asset_names: pa.Array     # the distinct asset names the balances use
+
+
+@dataclass(frozen=True)
+class BoundBook:
+    """A book resolved against one market: instrument rows and asset codes in the market's numbering."""
+
+    book: BookArrays
+    pos_instrument: np.ndarray    # [p] int32 dense instrument index
+    bal_asset: np.ndarray         # [b] int32 market asset code
+
+
+class Book:
+    """Validated positions and balances (SPEC §1).
+
+    Parameters
+    ----------
+    positions, balances
+        Any supported table source. Rows need not be sorted. ``balances`` may be omitted (no collateral).
+
+    Raises
+    ------
+    InputError
+        Naming the table, column, rule and example rows of the first violation found. Rules that need
+        the market (instrument ids, asset names, futures' entry prices) are checked when the book is
+        first used with a market.
+    """
+
+    def __init__(self, positions, balances=None):
+        if balances is None:
+            balances = pa.table({"account_id": pa.array([], pa.int64()), "asset": pa.array([], pa.string()),
+                                 "amount": pa.array([], pa.float64())})
+        self.positions = conform(positions, POSITIONS)
+        self.balances = conform(balances, BALANCES)
+        self.arrays = self._layout()
+        self._bound: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def _layout(self) -> BookArrays:
+        from .kernels import checks
+        from .kernels._jit import n_chunks
+
+        p, b = self.positions, self.balances
+        acc, _ = numeric_values(p.column("account_id"))
+        inst, _ = numeric_values(p.column("instrument_id"))
+        qty, _ = numeric_values(p.column("quantity"))
+        entry, _ = numeric_values(p.column("entry_price"))
+        iso_values, iso_valid = numeric_values(p.column("isolated_margin"))
+        n = len(acc)
+        if p.column("isolated_margin").null_count == n:
+            isolated = np.zeros(n, np.uint8)
+            iso_margin = np.zeros(n)
+        elif len(iso_valid) == 0:
+            isolated = np.ones(n, np.uint8)
+            iso_margin = iso_values
+        else:
+            isolated = iso_valid
+            iso_margin = np.where(iso_valid.astype(bool), iso_values, 0.0)
+
+        n_desc, n_dup, dup_rows = checks.key_order(acc, inst, isolated, n_chunks(n))
+        pos_row = np.arange(n, dtype=np.int64)
+        if n_desc:
+            pos_row = np.argsort(acc, kind="stable")
+            checks.sort_within_accounts(pos_row, acc, inst, isolated)
+            acc, inst, qty, entry, isolated, iso_margin = (
+                x[pos_row] for x in (acc, inst, qty, entry, isolated, iso_margin))
+            n_desc, n_dup, dup_rows = checks.key_order(acc, inst, isolated, n_chunks(n))
+            dup_rows = pos_row[dup_rows]
+        if n_dup:
+            raise InputError("positions", "instrument_id", "at most one row per (account_id, instrument_id, "
+                             "margin mode): entry prices cannot be netted silently", dup_rows, n_dup,
+                             examples(p, POSITIONS, "instrument_id", dup_rows))
+
+        bacc, _ = numeric_values(b.column("account_id"))
+        amount, _ = numeric_values(b.column("amount"))
+        asset_col = b.column("asset").combine_chunks()
+        encoded = asset_col if pa.types.is_dictionary(asset_col.type) else pc.dictionary_encode(asset_col)
+        bal_asset, _ = numeric_values(encoded.indices)
+        bal_row = np.arange(len(bacc), dtype=np.int64)
+        if len(bacc) > 1 and np.any(bacc[1:] < bacc[:-1]):
+            bal_row = np.argsort(bacc, kind="stable")
+            bacc, amount, bal_asset = bacc[bal_row], amount[bal_row], bal_asset[bal_row]
+
+        accounts = checks.union_sorted_unique(acc, bacc)
+        return BookArrays(
+            account_id=accounts, pos_start=checks.segment_offsets(acc, accounts), instrument_id=inst,
+            quantity=qty, entry_price=entry, isolated=isolated, isolated_margin=iso_margin, pos_row=pos_row,
+            bal_start=checks.segment_offsets(bacc, accounts), bal_asset=bal_asset.astype(np.int32, copy=False),
+            bal_amount=amount, bal_row=bal_row, bal_asset_names=encoded.dictionary.cast(pa.string()))
+
+    def bind(self, market) -> BoundBook:
+        """Resolve instrument ids and asset names against ``market`` (cached per market)."""
+        bound = self._bound.get(market)
+        if bound is None:
+            bound = self._bind(market)
+            self._bound[market] = bound
+        return bound
+
+    def _bind(self, market) -> BoundBook:
+        from .kernels import checks
+        from .kernels._jit import n_chunks
+
+        A, M = self.arrays, market.arrays
+        n = len(A.instrument_id)
+        pos_instrument, missing, rows = checks.lookup_codes(A.instrument_id, M.id_to_index, n_chunks(n))
+        if missing:
+            rows = A.pos_row[rows]
+            raise InputError("positions", "instrument_id", "must be one of instruments.instrument_id", rows,
+                             missing, examples(self.positions, POSITIONS, "instrument_id", rows))
+        is_future = (M.kind != C.OPTION).astype(np.uint8)
+        bad, rows = checks.positive_where(A.entry_price, pos_instrument, is_future, n_chunks(n))
+        if bad:
+            rows = A.pos_row[rows]
+            raise InputError("positions", "entry_price", "must be > 0 for futures", rows, bad,
+                             examples(self.positions, POSITIONS, "entry_price", rows))
+        local_to_market = pc.index_in(A.bal_asset_names, value_set=market.asset_names).fill_null(-1)
+        bal_asset = local_to_market.to_numpy(zero_copy_only=False).astype(np.int32)[A.bal_asset]
+        rows = np.flatnonzero(bal_asset < 0)
+        if len(rows):
+            rows = A.bal_row[rows]
+            raise InputError("balances", "asset", "must be one of assets.asset", rows, len(rows),
+                             examples(self.balances, BALANCES, "asset", rows))
+        dup, rows = checks.duplicates_in_segments(A.bal_start, bal_asset)
+        if dup:
+            rows = A.bal_row[rows]
+            raise InputError("balances", "asset", "at most one row per (account_id, asset)", rows, dup,
+                             examples(self.balances, BALANCES, "asset", rows))
+        return BoundBook(A, pos_instrument, np.ascontiguousarray(bal_asset, dtype=np.int32))
+
+    # --------------------------------------------------------------------------------- directory I/O
+    @classmethod
+    def from_dir(cls, path) -> "Book":
+        """Read ``positions`` and ``balances`` (files or Parquet dataset directories) from a venue directory."""
+        path = Path(path)
+        if not path.is_dir():
+            raise InputError("book", "*", f"not a directory: {path}")
+        return cls(positions=read(find_table_file(path, "positions"), "positions"),
+                   balances=read(find_table_file(path, "balances"), "balances"))
+
+    def to_dir(self, path) -> None:
+        """Write positions and balances as Parquet in the directory layout of SPEC §1."""
+        from .io import write_parquet
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        write_parquet(self.positions, path / "positions.parquet")
+        write_parquet(self.balances, path / "balances.parquet")
+
+    @property
+    def n_accounts(self) -> int:
+        return len(self.arrays.account_id)
+
+    def __repr__(self) -> str:
+        return (f"Book({self.n_accounts} accounts, {self.positions.num_rows} positions, "
+                f"{self.balances.num_rows} balances)")

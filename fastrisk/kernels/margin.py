@@ -1,0 +1,216 @@
+"""Per-position notional, PnL and tiered margin, and per-account cross-margin sums (SPEC §2–3).
+
+Index letters: a = accounts, p = positions (sorted by account), b = balances (sorted by account),
+i = instruments, t = tier brackets, s = tier schedules.
+
+Instruments are valued first (``valuation.instrument_prices``); here each position gathers its
+instrument's price, and each account sums its positions and balances sequentially. Accounts run in
+parallel, so every account figure is bit-identical whatever the thread count.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ..codes import BANKRUPT, CALL, HEALTHY, INVERSE, LIQUIDATABLE, LINEAR, MARGIN_CALL, OPTION
+from ._jit import kernel
+
+# Float outputs of ``account_margin``, in row order of its result.
+ACCOUNT_FLOAT_COLUMNS = ("collateral", "unrealized_pnl", "option_value", "equity", "initial_margin",
+                         "maintenance_margin", "margin_ratio", "free_collateral", "gross_notional", "leverage",
+                         "isolated_equity")
+N_ACCOUNT_FLOATS = len(ACCOUNT_FLOAT_COLUMNS)
+
+
+@kernel
+def tier_margin(notional, s, sched_start, cap, imf, mmf, amount):
+    """Bracket (1-based), IM and MM of a notional under schedule ``s``: the bracket t with
+    cap[t-1] < notional <= cap[t]; IM = notional*imf_t, MM = notional*mmf_t - amount_t (Binance)."""
+    t = sched_start[s]
+    last = sched_start[s + 1] - 1
+    while t < last and notional > cap[t]:
+        t += 1
+    return t - sched_start[s] + 1, notional * imf[t], notional * mmf[t] - amount[t]
+
+
+@kernel
+def position_figures(kind, q, size, price, forward, entry, s, option_type, strike, tiers, option_margin):
+    """One position in settle-asset units: ``(notional, upnl, value, im, mm, tier)``.
+
+    ``value`` is what the position adds to its bucket's equity (futures: upnl; options: q*c*V).
+    ``tier`` is 0 for options (no bracket). ``tiers = (sched_start, cap, imf, mmf, amount)``;
+    ``option_margin = (im_fraction, min_fraction, mm_fraction)``, Deribit-shaped (SPEC §2).
+    """
+    if kind == LINEAR:
+        notional = abs(q) * size * price
+        upnl = q * size * (price - entry)
+        tier, im, mm = tier_margin(notional, s, tiers[0], tiers[1], tiers[2], tiers[3], tiers[4])
+        return notional, upnl, upnl, im, mm, tier
+    if kind == INVERSE:
+        notional = abs(q) * size / price
+        upnl = q * size * (1.0 / entry - 1.0 / price)
+        tier, im, mm = tier_margin(notional, s, tiers[0], tiers[1], tiers[2], tiers[3], tiers[4])
+        return notional, upnl, upnl, im, mm, tier
+    # Options: valued, not PnL'd; only shorts carry margin (the value is already in equity).
+    units = abs(q) * size
+    notional = units * forward
+    value = q * size * price
+    upnl = q * size * (price - entry)
+    im = 0.0
+    mm = 0.0
+    if q < 0.0:
+        otm = max(strike - forward, 0.0) if option_type == CALL else max(forward - strike, 0.0)
+        im = notional * max(option_margin[0] - otm / forward, option_margin[1])
+        mm = notional * option_margin[2]
+    return notional, upnl, value, im, mm, 0
+
+
+@kernel
+def isolated_bucket(isolated_margin, value, mm, px):
+    """USD equity and liquidation flag of one isolated position: equity = (margin + value) * px,
+    liquidatable when its MM > 0 and equity <= MM (SPEC §3)."""
+    equity = (isolated_margin + value) * px
+    mm_usd = mm * px
+    return equity, mm_usd > 0.0 and equity <= mm_usd
+
+
+@kernel
+def account_status(equity, mm, margin_call_ratio):
+    """``(margin_ratio, status)`` of a cross bucket (SPEC §3 and docs/conventions.md)."""
+    if mm == 0.0:
+        ratio = 0.0
+    elif equity <= 0.0:
+        ratio = np.inf
+    else:
+        ratio = mm / equity
+    if equity < 0.0:
+        return ratio, BANKRUPT
+    if mm > 0.0 and equity <= mm:
+        return ratio, LIQUIDATABLE
+    if ratio >= margin_call_ratio:
+        return ratio, MARGIN_CALL
+    return ratio, HEALTHY
+
+
+@kernel
+def account_figures(a, pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin,
+                    bal_start, bal_asset, bal_amount, inst, tiers, price, forward, settle_px, asset_px,
+                    asset_cw, asset_bw, option_margin):
+    """Cross-margin figures of account ``a`` at the given instrument prices, summed in row order.
+
+    ``inst = (kind, size, schedule, settle, option_type, strike)`` per instrument; ``settle_px`` [i] and
+    ``asset_px`` [a] are USD prices. Returns ``(collateral, upnl, option_value, im, mm, gross_notional,
+    isolated_equity, n_isolated_liquidatable)`` in USD.
+    """
+    kind, size, schedule, settle, option_type, strike = inst
+    upnl_sum = 0.0
+    option_sum = 0.0
+    im_sum = 0.0
+    mm_sum = 0.0
+    gross = 0.0
+    iso_equity = 0.0
+    n_iso_liq = 0
+    for p in range(pos_start[a], pos_start[a + 1]):
+        i = pos_instrument[p]
+        notional, upnl, value, im, mm, _ = position_figures(
+            kind[i], quantity[p], size[i], price[i], forward[i], entry_price[p], schedule[i], option_type[i],
+            strike[i], tiers, option_margin)
+        px = settle_px[i]
+        if isolated[p]:
+            eq, liq = isolated_bucket(isolated_margin[p], value, mm, px)
+            iso_equity += eq
+            n_iso_liq += liq
+            continue
+        if kind[i] == OPTION:
+            option_sum += value * px
+        else:
+            upnl_sum += upnl * px
+        im_sum += im * px
+        mm_sum += mm * px
+        gross += notional * px
+    collateral = 0.0
+    for b in range(bal_start[a], bal_start[a + 1]):
+        k = bal_asset[b]
+        amt = bal_amount[b]
+        collateral += asset_px[k] * amt * (asset_cw[k] if amt > 0.0 else asset_bw[k])
+    return collateral, upnl_sum, option_sum, im_sum, mm_sum, gross, iso_equity, n_iso_liq
+
+
+@kernel(parallel=True)
+def account_margin(pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start,
+                   bal_asset, bal_amount, inst, tiers, price, forward, settle_px, asset_px, asset_cw, asset_bw,
+                   option_margin, margin_call_ratio):
+    """Cross-margin account risk of every account (SPEC §3): one output row per account.
+
+    Returns ``(floats [a, 11], status [a] int8, n_positions [a] int32, n_isolated_liquidatable [a] int32)``
+    with float columns in ``ACCOUNT_FLOAT_COLUMNS`` order.
+    """
+    n = pos_start.shape[0] - 1
+    out = np.empty((N_ACCOUNT_FLOATS, n))
+    status = np.empty(n, np.int8)
+    n_positions = np.empty(n, np.int32)
+    n_iso_liq = np.empty(n, np.int32)
+    for a in prange(n):
+        coll, upnl, optv, im, mm, gross, iso_eq, iso_liq = account_figures(
+            a, pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start,
+            bal_asset, bal_amount, inst, tiers, price, forward, settle_px, asset_px, asset_cw, asset_bw,
+            option_margin)
+        equity = coll + upnl + optv
+        ratio, st = account_status(equity, mm, margin_call_ratio)
+        if gross == 0.0:
+            leverage = 0.0
+        elif equity <= 0.0:
+            leverage = np.inf
+        else:
+            leverage = gross / equity
+        out[0, a] = coll
+        out[1, a] = upnl
+        out[2, a] = optv
+        out[3, a] = equity
+        out[4, a] = im
+        out[5, a] = mm
+        out[6, a] = ratio
+        out[7, a] = equity - im
+        out[8, a] = gross
+        out[9, a] = leverage
+        out[10, a] = iso_eq
+        status[a] = st
+        n_positions[a] = pos_start[a + 1] - pos_start[a]
+        n_iso_liq[a] = iso_liq
+    return out, status, n_positions, n_iso_liq
+
+
+
+@kernel(parallel=True)
+def position_margin(pos_instrument, quantity, entry_price, isolated, isolated_margin, inst, tiers, price,
+                    forward, settle_px, option_margin, n_chunks):
+    """Per-position figures in USD (SPEC §3 ``position_risk``).
+
+    Returns ``(floats [6, p], tier [p] int16, liquidatable [p] uint8)``: floats are notional_usd, upnl_usd,
+    value_usd, initial_margin, maintenance_margin, isolated equity (0 for cross positions). ``liquidatable``
+    applies to isolated positions only.
+    """
+    kind, size, schedule, settle, option_type, strike = inst
+    n = quantity.shape[0]
+    out = np.empty((6, n))
+    tier = np.empty(n, np.int16)
+    liq = np.zeros(n, np.uint8)
+    for c in prange(n_chunks):
+        for p in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            i = pos_instrument[p]
+            notional, upnl, value, im, mm, t = position_figures(
+                kind[i], quantity[p], size[i], price[i], forward[i], entry_price[p], schedule[i],
+                option_type[i], strike[i], tiers, option_margin)
+            px = settle_px[i]
+            out[0, p] = notional * px
+            out[1, p] = upnl * px
+            out[2, p] = value * px
+            out[3, p] = im * px
+            out[4, p] = mm * px
+            if isolated[p]:
+                out[5, p], liq[p] = isolated_bucket(isolated_margin[p], value, mm, px)
+            else:
+                out[5, p] = 0.0
+            tier[p] = t
+    return out, tier, liq
