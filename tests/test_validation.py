@@ -1,0 +1,232 @@
+"""Every input rule of SPEC §1: bad input raises InputError naming the table, the column and a row."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import fastrisk as fr
+from fastrisk import InputError
+
+import builders as B
+
+NAN, INF = math.nan, math.inf
+
+
+def _set(table: pa.Table, column: str, row: int, value, type_=None) -> pa.Table:
+    values = table.column(column).to_pylist()
+    values[row] = value
+    idx = table.column_names.index(column)
+    return table.set_column(idx, column, pa.array(values, type_ or table.schema.field(column).type))
+
+
+def _market(**over):
+    return B.make_market(**over)
+
+
+def _expect(fn, table: str, column: str, row: int | None, rule: str = ""):
+    with pytest.raises(InputError) as info:
+        fn()
+    err = info.value
+    assert err.table == table and err.column == column, str(err)
+    msg = str(err)
+    assert msg.startswith(f"{table}.{column}"), msg
+    if row is not None:
+        assert row in err.rows and f"row {row}" in msg, msg
+    if rule:
+        assert rule in msg, msg
+    return err
+
+
+MARKET_CASES = [
+    # (table, column, row, bad value, rule fragment)
+    ("assets", "asset", 1, "USD", "unique"),
+    ("assets", "asset", 2, None, "null"),
+    ("assets", "price", 2, 0.0, "> 0"),
+    ("assets", "price", 3, NAN, "finite"),
+    ("assets", "price", 0, INF, "finite"),
+    ("assets", "collateral_weight", 2, 1.5, "in [0, 1]"),
+    ("assets", "collateral_weight", 3, -0.1, "in [0, 1]"),
+    ("assets", "borrow_weight", 2, 0.9, ">= 1"),
+    ("assets", "underlying", 3, "DOGE", "underlyings.underlying"),
+    ("underlyings", "underlying", 1, "BTC", "unique"),
+    ("underlyings", "index_price", 0, -1.0, "> 0"),
+    ("underlyings", "index_price", 1, NAN, "finite"),
+    ("instruments", "instrument_id", 1, 1, "unique"),
+    ("instruments", "instrument_id", 2, -4, ">= 0"),
+    ("instruments", "symbol", 2, "BTCUSDT-PERP", "unique"),
+    ("instruments", "kind", 0, "perpetual", "one of"),
+    ("instruments", "underlying", 1, "DOGE", "underlyings.underlying"),
+    ("instruments", "settle_asset", 2, "EUR", "assets.asset"),
+    ("instruments", "contract_size", 0, 0.0, "> 0"),
+    ("instruments", "mark_price", 0, None, "not be null for futures"),
+    ("instruments", "mark_price", 1, -5.0, "> 0"),
+    ("instruments", "tier_schedule", 2, "NOPE", "tiers.schedule"),
+    ("instruments", "imf", 0, 1.5, "(0, 1]"),
+    ("instruments", "mmf", 1, 0.2, "<= imf"),
+    ("tiers", "notional_cap", 1, 10000.0, "strictly increasing"),
+    ("tiers", "notional_cap", 2, 1e9, "+inf"),
+    ("tiers", "notional_cap", 0, -1.0, "> 0"),
+    ("tiers", "imf", 1, 0.0, "(0, 1]"),
+    ("tiers", "mmf", 2, 0.2, "<= imf"),
+]
+
+
+@pytest.mark.parametrize("table,column,row,value,rule", MARKET_CASES,
+                         ids=[f"{t}.{c}-{r}" for t, c, _, _, r in MARKET_CASES])
+def test_market_rule(table, column, row, value, rule):
+    base = {"assets": B.standard_assets(), "underlyings": B.standard_underlyings(),
+            "instruments": B.standard_instruments(), "tiers": B.standard_tiers()}
+    base[table] = _set(base[table], column, row, value)
+    _expect(lambda: _market(**base), table, column, row, rule)
+
+
+def test_future_needs_schedule_or_flat_margin():
+    ins = _set(B.standard_instruments(), "imf", 0, None)
+    _expect(lambda: _market(instruments=ins), "instruments", "tier_schedule", 0, "needs a tier_schedule")
+
+
+def test_future_cannot_have_both_schedule_and_flat_margin():
+    ins = _set(B.standard_instruments(), "tier_schedule", 0, "ETH")
+    _expect(lambda: _market(instruments=ins), "instruments", "tier_schedule", 0, "not both")
+
+
+def test_option_fields_required():
+    opt = B.option(9, "XYZ-C", "XYZ", "USD", 1.0, strike=100.0, expiry=B.AS_OF + B.ONE_YEAR,
+                   option_type="call", implied_vol=0.5)
+    opt["implied_vol"] = None
+    ins = B.standard_instruments([opt])
+    _expect(lambda: _market(instruments=ins), "instruments", "implied_vol", 3, "not be null for options")
+
+
+def test_option_type_choices():
+    opt = B.option(9, "XYZ-C", "XYZ", "USD", 1.0, strike=100.0, expiry=B.AS_OF + B.ONE_YEAR,
+                   option_type="straddle", implied_vol=0.5)
+    _expect(lambda: _market(instruments=B.standard_instruments([opt])), "instruments", "option_type", 3,
+            "call, put")
+
+
+def test_options_need_as_of():
+    opt = B.option(9, "XYZ-C", "XYZ", "USD", 1.0, strike=100.0, expiry=B.AS_OF + B.ONE_YEAR,
+                   option_type="call", implied_vol=0.5)
+    _expect(lambda: B.make_market(instruments=B.standard_instruments([opt]), as_of=None), "instruments", "expiry",
+            None, "as_of")
+
+
+def test_maintenance_amount_continuity():
+    tiers = B.standard_tiers(with_amount=True)
+    fr.Market(as_of=B.AS_OF, assets=B.standard_assets(), underlyings=B.standard_underlyings(),
+              instruments=B.standard_instruments(), tiers=tiers)  # the correct amounts pass
+    bad = _set(tiers, "maintenance_amount", 2, 1400.5)
+    err = _expect(lambda: _market(tiers=bad), "tiers", "maintenance_amount", 2, "continuity")
+    assert "1400" in str(err)
+
+
+def test_missing_column():
+    _expect(lambda: _market(assets=B.standard_assets().drop_columns(["price"])), "assets", "price", None,
+            "missing column")
+
+
+def test_lossy_conversion():
+    ids = B.standard_instruments()
+    ids = ids.set_column(0, "instrument_id", pa.array([1.0, 2.5, 3.0]))
+    _expect(lambda: _market(instruments=ids), "instruments", "instrument_id", 1, "loses information")
+
+
+POSITION_ROWS = [(1, 1, 2.0, 50000.0, None), (1, 3, -3.0, 2000.0, None), (2, 1, 1.0, 49000.0, 100.0)]
+BALANCE_ROWS = [(1, "USDT", 1000.0), (2, "BTC", 0.5)]
+
+
+def _book(pos=None, bal=None):
+    return fr.Book(positions=B.positions(POSITION_ROWS) if pos is None else pos,
+                   balances=B.balances(BALANCE_ROWS) if bal is None else bal)
+
+
+BOOK_CASES = [
+    ("positions", "account_id", 1, None, "null"),
+    ("positions", "instrument_id", 2, -1, ">= 0"),
+    ("positions", "quantity", 0, NAN, "finite"),
+    ("positions", "quantity", 1, INF, "finite"),
+    ("positions", "entry_price", 2, -1.0, ">= 0"),
+    ("positions", "isolated_margin", 2, -5.0, ">= 0"),
+    ("positions", "isolated_margin", 2, NAN, "finite"),
+    ("balances", "account_id", 0, None, "null"),
+    ("balances", "asset", 1, None, "null"),
+    ("balances", "amount", 1, NAN, "finite"),
+]
+
+
+@pytest.mark.parametrize("table,column,row,value,rule", BOOK_CASES,
+                         ids=[f"{t}.{c}-{r}" for t, c, _, _, r in BOOK_CASES])
+def test_book_rule(table, column, row, value, rule):
+    pos, bal = B.positions(POSITION_ROWS), B.balances(BALANCE_ROWS)
+    if table == "positions":
+        pos = _set(pos, column, row, value)
+    else:
+        bal = _set(bal, column, row, value)
+    _expect(lambda: _book(pos, bal), table, column, row, rule)
+
+
+def test_duplicate_position_is_an_error_even_unsorted():
+    rows = [(5, 3, 1.0, 2000.0, None), (1, 1, 2.0, 50000.0, None), (5, 3, 2.0, 2100.0, None)]
+    err = _expect(lambda: _book(B.positions(rows)), "positions", "instrument_id", None, "at most one row")
+    assert set(err.rows) & {0, 2}
+
+
+def test_cross_and_isolated_of_one_instrument_may_coexist():
+    rows = [(5, 3, 1.0, 2000.0, None), (5, 3, 2.0, 2100.0, 50.0)]
+    risk = fr.account_risk(_market(), _book(B.positions(rows)))
+    assert risk.column("account_id").to_pylist() == [1, 2, 5]  # 1 and 2 hold balances only
+    assert risk.column("n_positions").to_pylist() == [0, 0, 2]
+
+
+def test_unknown_instrument_is_named_with_its_input_row():
+    rows = [(9, 1, 1.0, 50000.0, None), (3, 77, 1.0, 1.0, None)]
+    _expect(lambda: fr.account_risk(_market(), _book(B.positions(rows))), "positions", "instrument_id", 1,
+            "instruments.instrument_id")
+
+
+def test_future_entry_price_must_be_positive():
+    rows = [(1, 1, 1.0, 50000.0, None), (2, 3, 1.0, 0.0, None)]
+    _expect(lambda: fr.account_risk(_market(), _book(B.positions(rows))), "positions", "entry_price", 1,
+            "> 0 for futures")
+
+
+def test_unknown_balance_asset():
+    _expect(lambda: fr.account_risk(_market(), _book(bal=B.balances([(1, "USDT", 1.0), (2, "EUR", 5.0)]))),
+            "balances", "asset", 1, "assets.asset")
+
+
+def test_duplicate_balance():
+    bal = B.balances([(2, "USDT", 1.0), (1, "BTC", 1.0), (2, "USDT", 5.0)])
+    err = _expect(lambda: fr.account_risk(_market(), _book(bal=bal)), "balances", "asset", None,
+                  "one row per (account_id, asset)")
+    assert set(err.rows) & {0, 2}
+
+
+def test_at_most_five_rows_named_and_count_given():
+    rows = [(a, 1, NAN, 50000.0, None) for a in range(12)]
+    err = _expect(lambda: _book(B.positions(rows)), "positions", "quantity", 0)
+    assert err.count == 12 and err.rows == [0, 1, 2, 3, 4]
+    assert "12 offending rows" in str(err)
+
+
+def test_large_table_reports_first_rows_in_order():
+    n = 300_000
+    q = np.ones(n)
+    q[[70_001, 299_999, 150_000]] = np.nan
+    pos = pa.table({"account_id": np.arange(n, dtype=np.int64), "instrument_id": np.ones(n, np.int32),
+                    "quantity": q, "entry_price": np.full(n, 50000.0)})
+    err = _expect(lambda: _book(pos), "positions", "quantity", 70_001)
+    assert err.rows == [70_001, 150_000, 299_999]
+
+
+def test_unreadable_source():
+    _expect(lambda: _book(pos=42), "positions", "*", None, "cannot read")
+
+
+def test_missing_file(tmp_path):
+    _expect(lambda: fr.Book.from_dir(tmp_path), "positions", "*", None, "missing")
