@@ -139,7 +139,8 @@ def position_risk(market: Market, book: Book, *, rate: float = 0.0, option_margi
     is_inverse = M.kind[i] == C.INVERSE
     cross = B.isolated == 0
     # Inverse contracts: a USD face of q*c is an exposure of q*c/P units of the underlying.
-    delta = np.where(is_inverse, units / val.price[i], units * val.delta[i])
+    delta = units * val.delta[i]
+    np.divide(units, val.price[i], out=delta, where=is_inverse)
     usd = units * val.settle_px[i]
     account_of_position = np.repeat(B.account_id, np.diff(B.pos_start))
     return pa.table({

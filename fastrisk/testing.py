@@ -31,7 +31,8 @@ def assert_tables_close(actual: pa.Table, expected: pa.Table, rtol: float = 1e-1
             finite = ~inf
             scale = np.max(np.abs(e[finite]), initial=0.0)
             tol = rtol * np.maximum(np.maximum(np.abs(a), np.abs(e)), scale)
-            bad |= finite & ~(np.abs(a - e) <= tol)
+            with np.errstate(invalid="ignore"):  # inf - inf where both are inf: judged above
+                bad |= finite & ~(np.abs(a - e) <= tol)
             rows = np.flatnonzero(bad)
             assert not len(rows), (f"{c}: {len(rows)} rows differ beyond rtol={rtol}, e.g. "
                                    + ", ".join(f"{key}={ke[r]}: {a[r]!r} vs {e[r]!r}" for r in rows[:5]))
