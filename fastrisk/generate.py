@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from datetime import date, datetime, timedelta, timezone
 from types import SimpleNamespace
 
@@ -171,42 +170,27 @@ def exchange(n_accounts: int = 10_000, seed: int = 0, **kw):
 
 
 def write(tables_or_market_book, directory) -> str:
-    """Write the SPEC §1 directory layout (``<table>.parquet``) and return the directory.
+    """Write the SPEC §1 directory layout (``<table>.parquet``, each atomically) and return the directory.
 
-    Accepts the dict of :func:`exchange_tables` or a ``(Market, Book)`` pair (via their ``to_dir`` when they have
-    one, else their table attributes). ``as_of`` is stored as the schema metadata key ``fastrisk.as_of`` (ISO 8601)
-    of the market tables. Each file is written to a temporary name and renamed, so no partial file is left.
+    Accepts the dict of :func:`exchange_tables` or a ``(Market, Book)`` pair. ``as_of`` is stored as the
+    instruments file's schema metadata, where :meth:`fastrisk.Market.from_dir` finds it.
     """
-    import pyarrow.parquet as pq
+    from pathlib import Path
+
+    from .io import write_parquet
+    from .market import AS_OF_KEY
 
     obj = tables_or_market_book
-    os.makedirs(directory, exist_ok=True)
-    if isinstance(obj, tuple) and len(obj) == 2 and not isinstance(obj[0], pa.Table):
+    if isinstance(obj, tuple):
         market, book = obj
-        if hasattr(market, "to_dir") and hasattr(book, "to_dir"):
-            market.to_dir(directory)
-            book.to_dir(directory)
-            return str(directory)
-        obj = {name: getattr(market if name in ("assets", "underlyings", "instruments", "tiers") else book, name)
-               for name in TABLE_NAMES}
-        obj["as_of"] = getattr(market, "as_of", None)
-    as_of = obj.get("as_of")
+        market.to_dir(directory)
+        book.to_dir(directory)
+        return str(directory)
     for name in TABLE_NAMES:
         table = obj[name]
-        if as_of is not None and name in ("assets", "underlyings", "instruments", "tiers"):
-            meta = dict(table.schema.metadata or {})
-            meta[b"fastrisk.as_of"] = _as_utc(as_of).isoformat().encode()
-            table = table.replace_schema_metadata(meta)
-        final = os.path.join(directory, f"{name}.parquet")
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-        os.close(fd)
-        try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, final)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        if name == "instruments" and obj.get("as_of") is not None:
+            table = table.replace_schema_metadata({AS_OF_KEY: _as_utc(obj["as_of"]).isoformat().encode()})
+        write_parquet(table, Path(directory) / f"{name}.parquet")
     return str(directory)
 
 
