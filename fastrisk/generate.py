@@ -37,7 +37,6 @@ Everything is NumPy on whole columns: the only Python loops run over instruments
 from __future__ import annotations
 
 import math
-import os
 from datetime import date, datetime, timedelta, timezone
 from types import SimpleNamespace
 
