@@ -31,12 +31,12 @@ class BookArrays:
     quantity: np.ndarray          # [p] contracts
     entry_price: np.ndarray       # [p] settle units
     isolated: np.ndarray          # [p] uint8: 1 = isolated
-    isolated_margin: np.ndarray   # [p] settle units, 0 for cross positions
-    pos_row: np.ndarray           # [p] int64 row in the input table
+    isolated_margin: np.ndarray   # [p] settle units; arbitrary for cross positions (read only where isolated)
+    pos_row: np.ndarray           # [p] int64 row in the input table; empty when rows are in input order
     bal_start: np.ndarray         # [a+1] int64
     bal_asset: np.ndarray         # [b] int32 code into ``bal_asset_names``
     bal_amount: np.ndarray        # [b] asset units
-    bal_row: np.ndarray           # [b] int64 row in the input table
+    bal_row: np.ndarray           # [b] int64 row in the input table; empty when rows are in input order
     bal_asset_names: pa.Array     # the distinct asset names the balances use
 
 
@@ -83,28 +83,30 @@ class Book:
         inst, _ = numeric_values(p.column("instrument_id"))
         qty, _ = numeric_values(p.column("quantity"))
         entry, _ = numeric_values(p.column("entry_price"))
-        iso_values, iso_valid = numeric_values(p.column("isolated_margin"))
         n = len(acc)
-        if p.column("isolated_margin").null_count == n:
-            isolated = np.zeros(n, np.uint8)
-            iso_margin = np.zeros(n)
-        elif len(iso_valid) == 0:
-            isolated = np.ones(n, np.uint8)
-            iso_margin = iso_values
+        iso_column = p.column("isolated_margin")
+        if iso_column.null_count == n:  # no isolated positions (Arrow may hold no value buffer at all)
+            iso_margin, isolated = np.zeros(n), np.zeros(n, np.uint8)
         else:
-            isolated = iso_valid
-            iso_margin = np.where(iso_valid.astype(bool), iso_values, 0.0)
+            # Null slots of iso_margin hold arbitrary values: kernels read it only where isolated.
+            iso_margin, isolated = numeric_values(iso_column)
+            if len(isolated) == 0:
+                isolated = np.ones(n, np.uint8)
 
-        n_desc, n_dup, dup_rows = checks.key_order(acc, inst, isolated, n_chunks(n))
-        pos_row = np.arange(n, dtype=np.int64)
-        if n_desc:
+        pos_row = np.empty(0, np.int64)  # empty = rows are in input order
+        k = n_chunks(n)
+        not_increasing = checks.key_not_increasing(acc, inst, isolated, k)
+        if not_increasing:
             pos_row = np.argsort(acc, kind="stable")
             checks.sort_within_accounts(pos_row, acc, inst, isolated)
             acc, inst, qty, entry, isolated, iso_margin = (
                 x[pos_row] for x in (acc, inst, qty, entry, isolated, iso_margin))
-            n_desc, n_dup, dup_rows = checks.key_order(acc, inst, isolated, n_chunks(n))
-            dup_rows = pos_row[dup_rows]
+            not_increasing = checks.key_not_increasing(acc, inst, isolated, k)  # sorted: only duplicates left
+        n_dup = 0
+        if not_increasing:
+            n_dup, dup_rows = checks.duplicate_key_rows(acc, inst, isolated, checks.MAX_EXAMPLES)
         if n_dup:
+            dup_rows = _input_rows(pos_row, dup_rows)
             raise InputError("positions", "instrument_id", "at most one row per (account_id, instrument_id, "
                              "margin mode): entry prices cannot be netted silently", dup_rows, n_dup,
                              examples(p, POSITIONS, "instrument_id", dup_rows))
@@ -114,17 +116,17 @@ class Book:
         asset_col = b.column("asset").combine_chunks()
         encoded = asset_col if pa.types.is_dictionary(asset_col.type) else pc.dictionary_encode(asset_col)
         bal_asset, _ = numeric_values(encoded.indices)
-        bal_row = np.arange(len(bacc), dtype=np.int64)
+        bal_row = np.empty(0, np.int64)
         if len(bacc) > 1 and np.any(bacc[1:] < bacc[:-1]):
             bal_row = np.argsort(bacc, kind="stable")
             bacc, amount, bal_asset = bacc[bal_row], amount[bal_row], bal_asset[bal_row]
 
-        accounts = checks.union_sorted_unique(acc, bacc)
+        accounts, pos_start, bal_start = checks.merge_accounts(acc, bacc)
         return BookArrays(
-            account_id=accounts, pos_start=checks.segment_offsets(acc, accounts), instrument_id=inst,
-            quantity=qty, entry_price=entry, isolated=isolated, isolated_margin=iso_margin, pos_row=pos_row,
-            bal_start=checks.segment_offsets(bacc, accounts), bal_asset=bal_asset.astype(np.int32, copy=False),
-            bal_amount=amount, bal_row=bal_row, bal_asset_names=encoded.dictionary.cast(pa.string()))
+            account_id=accounts, pos_start=pos_start, instrument_id=inst, quantity=qty, entry_price=entry,
+            isolated=isolated, isolated_margin=iso_margin, pos_row=pos_row, bal_start=bal_start,
+            bal_asset=bal_asset.astype(np.int32, copy=False), bal_amount=amount, bal_row=bal_row,
+            bal_asset_names=encoded.dictionary.cast(pa.string()))
 
     def bind(self, market) -> BoundBook:
         """Resolve instrument ids and asset names against ``market`` (cached per market)."""
@@ -140,27 +142,28 @@ class Book:
 
         A, M = self.arrays, market.arrays
         n = len(A.instrument_id)
-        pos_instrument, missing, rows = checks.lookup_codes(A.instrument_id, M.id_to_index, n_chunks(n))
+        pos_instrument, missing = checks.lookup(A.instrument_id, M.id_to_index, n_chunks(n))
         if missing:
-            rows = A.pos_row[rows]
+            rows = _input_rows(A.pos_row, checks.negative_rows(pos_instrument, checks.MAX_EXAMPLES))
             raise InputError("positions", "instrument_id", "must be one of instruments.instrument_id", rows,
                              missing, examples(self.positions, POSITIONS, "instrument_id", rows))
         is_future = (M.kind != C.OPTION).astype(np.uint8)
-        bad, rows = checks.positive_where(A.entry_price, pos_instrument, is_future, n_chunks(n))
+        bad, rows = checks.violations(n, checks.not_positive_parallel, checks.not_positive_serial,
+                                      checks.not_positive_rows, A.entry_price, pos_instrument, is_future)
         if bad:
-            rows = A.pos_row[rows]
+            rows = _input_rows(A.pos_row, rows)
             raise InputError("positions", "entry_price", "must be > 0 for futures", rows, bad,
                              examples(self.positions, POSITIONS, "entry_price", rows))
         local_to_market = pc.index_in(A.bal_asset_names, value_set=market.asset_names).fill_null(-1)
         bal_asset = local_to_market.to_numpy(zero_copy_only=False).astype(np.int32)[A.bal_asset]
         rows = np.flatnonzero(bal_asset < 0)
         if len(rows):
-            rows = A.bal_row[rows]
+            rows = _input_rows(A.bal_row, rows)
             raise InputError("balances", "asset", "must be one of assets.asset", rows, len(rows),
                              examples(self.balances, BALANCES, "asset", rows))
         dup, rows = checks.duplicates_in_segments(A.bal_start, bal_asset)
         if dup:
-            rows = A.bal_row[rows]
+            rows = _input_rows(A.bal_row, rows)
             raise InputError("balances", "asset", "at most one row per (account_id, asset)", rows, dup,
                              examples(self.balances, BALANCES, "asset", rows))
         return BoundBook(A, pos_instrument, np.ascontiguousarray(bal_asset, dtype=np.int32))
@@ -191,3 +194,9 @@ class Book:
     def __repr__(self) -> str:
         return (f"Book({self.n_accounts} accounts, {self.positions.num_rows} positions, "
                 f"{self.balances.num_rows} balances)")
+
+
+def _input_rows(order: np.ndarray, rows) -> np.ndarray:
+    """Rows of the laid-out arrays as rows of the input table (``order`` empty: the same)."""
+    rows = np.asarray(rows, np.int64)
+    return order[rows] if len(order) else rows

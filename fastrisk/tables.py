@@ -273,22 +273,32 @@ def numeric_values(arr) -> tuple[np.ndarray, np.ndarray]:
         arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
     if arr.null_count == 0:
         return arr.to_numpy(zero_copy_only=True), np.empty(0, np.uint8)
+    from .kernels._jit import n_chunks
+    from .kernels.checks import unpack_bits
+
     dtype = arr.type.to_pandas_dtype()
-    values = np.frombuffer(arr.buffers()[1], dtype=dtype, count=len(arr) + arr.offset)[arr.offset:]
-    valid = pc.is_valid(arr).to_numpy(zero_copy_only=False).view(np.uint8)
+    bitmap, data = arr.buffers()[0], arr.buffers()[1]
+    values = np.frombuffer(data, dtype=dtype, count=len(arr) + arr.offset)[arr.offset:]
+    valid = unpack_bits(np.frombuffer(bitmap, np.uint8), arr.offset, len(arr), n_chunks(len(arr)))
     return values, valid
 
 
-def check_range(t: pa.Table, col: Column, schema: Schema, *, lo=None, rule=None, valid=None) -> None:
-    """Numeric bounds of one column in one compiled pass (``lo``/``valid`` override for conditional rules)."""
-    from .kernels.checks import range_violations
-    from .kernels._jit import n_chunks
+def check_range(t: pa.Table, col: Column, schema: Schema, *, lo=None, rule=None) -> None:
+    """Numeric bounds of one column in one compiled pass (``lo`` overrides the declared lower bound)."""
+    from .kernels import checks
 
-    values, mask = numeric_values(t.column(col.name))
-    if valid is not None:
-        mask = valid
-    count, rows = range_violations(values, mask, col.lo if lo is None else lo, not col.lo_open, col.hi,
-                                   not col.hi_open, col.finite, n_chunks(len(values)))
+    values, valid = numeric_values(t.column(col.name))
+    lo = col.lo if lo is None else lo
+    if pa.types.is_integer(col.type) and lo == -INF and col.hi == INF:
+        return  # integers are finite: nothing to check
+    # Fold open bounds and finiteness into a closed interval [lo, hi]: one comparison pair per value.
+    biggest = np.finfo(np.float64).max
+    lo_closed = np.nextafter(lo, INF) if col.lo_open else lo
+    hi_closed = np.nextafter(col.hi, -INF) if col.hi_open else col.hi
+    if col.finite:
+        lo_closed, hi_closed = max(lo_closed, -biggest), min(hi_closed, biggest)
+    count, rows = checks.violations(len(values), checks.outside_parallel, checks.outside_serial,
+                                    checks.outside_rows, values, valid, float(lo_closed), float(hi_closed))
     if count:
         raise InputError(schema.name, col.name, rule or col.rule(), rows, count,
                          examples(t, schema, col.name, rows))

@@ -19,6 +19,12 @@ def kernel(fn=None, *, parallel: bool = False):
     return deco if fn is None else deco(fn)
 
 
+def inline(fn):
+    """A helper called from kernels, inlined at Numba IR level: helpers take tuples of arrays, and passing
+    those by value on every call would cost more than the arithmetic they do."""
+    return numba.jit(inline="always", **_SETTINGS)(fn)
+
+
 def n_chunks(n_rows: int, min_rows: int = 1 << 16) -> int:
     """Row chunks for chunked parallel passes: enough to balance threads, few enough to merge cheaply.
 

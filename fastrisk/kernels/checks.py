@@ -1,7 +1,9 @@
-"""Validation and layout passes over large tables: one read of each column, parallel over row chunks.
+"""Validation and layout passes over large tables.
 
-Each check returns ``(count, rows)``: how many rows break the rule and the first (up to) five of them in
-row order. Chunks are merged in order, so the rows reported never depend on the thread count.
+A rule is checked in two steps: a branch-free count over the whole column (parallel over row chunks
+for large tables, serial for small ones, where waking threads costs more than the work), and only when
+that count is not zero, a serial scan for the first offending rows. Valid input, the common case, pays
+one streaming read per column; the rows reported never depend on the thread count.
 """
 
 from __future__ import annotations
@@ -9,96 +11,173 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import kernel
+from ._jit import inline, kernel, n_chunks
 
 MAX_EXAMPLES = 5
 
 
-@kernel
-def _merge(counts, firsts):
-    """Total count and first examples, merged in chunk order."""
-    total = 0
-    rows = np.empty(MAX_EXAMPLES, np.int64)
-    k = 0
-    for c in range(counts.shape[0]):
-        total += counts[c]
-        j = 0
-        while k < MAX_EXAMPLES and j < min(counts[c], MAX_EXAMPLES):
-            rows[k] = firsts[c, j]
-            k += 1
-            j += 1
-    return total, rows[:k]
+def violations(n_rows: int, count_parallel, count_serial, first_rows, *args):
+    """``(count, first rows)`` of one rule: ``count_parallel(*args, n_chunks)`` or ``count_serial(*args)``
+    counts the offending rows, ``first_rows(*args, limit)`` finds the first ones in row order."""
+    k = n_chunks(n_rows)
+    total = int(count_serial(*args) if k == 1 else count_parallel(*args, k))
+    rows = first_rows(*args, MAX_EXAMPLES) if total else np.empty(0, np.int64)
+    return total, rows
 
 
-@kernel(parallel=True)
-def range_violations(x, valid, lo, lo_inclusive, hi, hi_inclusive, finite, n_chunks):
-    """Rows of ``x`` outside the interval (lo, hi) with the given closedness, or not finite.
+# ----------------------------------------------------------------------------- numeric bounds [lo, hi]
+# Open bounds and finiteness are folded into closed ones by the caller (nextafter, +-max float); NaN
+# fails both comparisons, so it is always outside.
 
-    ``valid`` is an empty array (every row checked) or a uint8 mask: rows with 0 are null and skipped.
-    NaN is never inside an interval, so it always counts as a violation.
-    """
-    n = x.shape[0]
-    masked = valid.shape[0] > 0
-    counts = np.zeros(n_chunks, np.int64)
-    firsts = np.empty((n_chunks, MAX_EXAMPLES), np.int64)
-    for c in prange(n_chunks):
-        start = c * n // n_chunks
-        stop = (c + 1) * n // n_chunks
-        cnt = 0
+@inline
+def _outside(x, valid, lo, hi, start, stop):
+    cnt = 0
+    if valid.shape[0] == 0:
         for r in range(start, stop):
-            if masked and valid[r] == 0:
-                continue
             v = np.float64(x[r])
-            ok = (v >= lo) if lo_inclusive else (v > lo)
-            ok = ok and ((v <= hi) if hi_inclusive else (v < hi))
-            if finite:
-                ok = ok and np.isfinite(v)
-            if not ok:
-                if cnt < MAX_EXAMPLES:
-                    firsts[c, cnt] = r
-                cnt += 1
-        counts[c] = cnt
-    return _merge(counts, firsts)
+            cnt += not ((v >= lo) & (v <= hi))
+    else:
+        for r in range(start, stop):
+            v = np.float64(x[r])
+            cnt += (valid[r] != 0) & (not ((v >= lo) & (v <= hi)))
+    return cnt
 
 
 @kernel(parallel=True)
-def key_order(account, instrument, isolated, n_chunks):
-    """Is the position key (account_id, instrument_id, isolated) strictly increasing row by row?
+def outside_parallel(x, valid, lo, hi, k):
+    n = x.shape[0]
+    total = 0
+    for c in prange(k):
+        total += _outside(x, valid, lo, hi, c * n // k, (c + 1) * n // k)
+    return total
 
-    Returns ``(n_descending, n_duplicate, duplicate_rows)``: rows whose key is below the previous one,
-    and rows equal to the previous one (duplicates, meaningful only once the rows are sorted).
-    """
+
+@kernel
+def outside_serial(x, valid, lo, hi):
+    return _outside(x, valid, lo, hi, 0, x.shape[0])
+
+
+@kernel
+def outside_rows(x, valid, lo, hi, limit):
+    rows = np.empty(limit, np.int64)
+    k = 0
+    for r in range(x.shape[0]):
+        if k == limit:
+            break
+        if valid.shape[0] > 0 and valid[r] == 0:
+            continue
+        v = np.float64(x[r])
+        if not ((v >= lo) & (v <= hi)):
+            rows[k] = r
+            k += 1
+    return rows[:k]
+
+
+# ------------------------------------------------------------------- positive where a group is flagged
+
+@inline
+def _not_positive(values, group, flagged, start, stop):
+    cnt = 0
+    for r in range(start, stop):
+        cnt += (flagged[group[r]] != 0) & (not (values[r] > 0.0))
+    return cnt
+
+
+@kernel(parallel=True)
+def not_positive_parallel(values, group, flagged, k):
+    n = values.shape[0]
+    total = 0
+    for c in prange(k):
+        total += _not_positive(values, group, flagged, c * n // k, (c + 1) * n // k)
+    return total
+
+
+@kernel
+def not_positive_serial(values, group, flagged):
+    return _not_positive(values, group, flagged, 0, values.shape[0])
+
+
+@kernel
+def not_positive_rows(values, group, flagged, limit):
+    rows = np.empty(limit, np.int64)
+    k = 0
+    for r in range(values.shape[0]):
+        if k == limit:
+            break
+        if flagged[group[r]] != 0 and not values[r] > 0.0:
+            rows[k] = r
+            k += 1
+    return rows[:k]
+
+
+# --------------------------------------------------------------------------- codes through a lookup
+
+@kernel(parallel=True)
+def lookup(values, table, k):
+    """``table[values[r]]``, -1 where the value is outside the table; and the number of -1s."""
+    n = values.shape[0]
+    out = np.empty(n, np.int32)
+    size = table.shape[0]
+    missing = 0
+    for c in prange(k):
+        m = 0
+        for r in range(c * n // k, (c + 1) * n // k):
+            v = values[r]
+            code = table[min(max(v, 0), size - 1)] if size > 0 else -1
+            code = code if (v >= 0) & (v < size) else -1
+            out[r] = code
+            m += code < 0
+        missing += m
+    return out, missing
+
+
+@kernel
+def negative_rows(codes, limit):
+    rows = np.empty(limit, np.int64)
+    k = 0
+    for r in range(codes.shape[0]):
+        if k == limit:
+            break
+        if codes[r] < 0:
+            rows[k] = r
+            k += 1
+    return rows[:k]
+
+
+# ----------------------------------------------------------------------- position key order and layout
+
+@inline
+def _key_not_increasing(account, instrument, isolated, start, stop):
+    cnt = 0
+    for r in range(max(start, 1), stop):
+        a0, a1 = account[r - 1], account[r]
+        i0, i1 = instrument[r - 1], instrument[r]
+        ok = (a1 > a0) | ((a1 == a0) & ((i1 > i0) | ((i1 == i0) & (isolated[r] > isolated[r - 1]))))
+        cnt += not ok
+    return cnt
+
+
+@kernel(parallel=True)
+def key_not_increasing(account, instrument, isolated, k):
+    """Rows whose (account_id, instrument_id, isolated) key is not above the previous row's."""
     n = account.shape[0]
-    desc = np.zeros(n_chunks, np.int64)
-    dups = np.zeros(n_chunks, np.int64)
-    firsts = np.empty((n_chunks, MAX_EXAMPLES), np.int64)
-    for c in prange(n_chunks):
-        start = max(1, c * n // n_chunks)
-        stop = (c + 1) * n // n_chunks
-        nd = 0
-        nu = 0
-        for r in range(start, stop):
-            a0, a1 = account[r - 1], account[r]
-            if a1 != a0:
-                if a1 < a0:
-                    nd += 1
-                continue
-            i0, i1 = instrument[r - 1], instrument[r]
-            if i1 != i0:
-                if i1 < i0:
-                    nd += 1
-                continue
-            s0, s1 = isolated[r - 1], isolated[r]
-            if s1 < s0:
-                nd += 1
-            elif s1 == s0:
-                if nu < MAX_EXAMPLES:
-                    firsts[c, nu] = r
-                nu += 1
-        desc[c] = nd
-        dups[c] = nu
-    total_dup, rows = _merge(dups, firsts)
-    return desc.sum(), total_dup, rows
+    total = 0
+    for c in prange(k):
+        total += _key_not_increasing(account, instrument, isolated, c * n // k, (c + 1) * n // k)
+    return total
+
+
+@kernel
+def duplicate_key_rows(account, instrument, isolated, limit):
+    """Rows equal to the previous one in a sorted key: (count, first rows)."""
+    rows = np.empty(limit, np.int64)
+    cnt = 0
+    for r in range(1, account.shape[0]):
+        if account[r] == account[r - 1] and instrument[r] == instrument[r - 1] and isolated[r] == isolated[r - 1]:
+            if cnt < limit:
+                rows[cnt] = r
+            cnt += 1
+    return cnt, rows[:min(cnt, limit)]
 
 
 @kernel
@@ -125,83 +204,43 @@ def sort_within_accounts(order, account, instrument, isolated):
 
 
 @kernel
-def union_sorted_unique(a, b):
-    """Sorted unique values of two sorted arrays (with repeats), by one merge pass."""
-    out = np.empty(a.shape[0] + b.shape[0], np.int64)
+def merge_accounts(pos_account, bal_account):
+    """The sorted union of two sorted account columns and each one's segment offsets, in one merge pass:
+    account ``a`` owns positions ``pos_start[a]:pos_start[a+1]`` and balances ``bal_start[a]:bal_start[a+1]``."""
+    n_p, n_b = pos_account.shape[0], bal_account.shape[0]
+    accounts = np.empty(n_p + n_b, np.int64)
+    pos_start = np.empty(n_p + n_b + 1, np.int64)
+    bal_start = np.empty(n_p + n_b + 1, np.int64)
     i = 0
     j = 0
     k = 0
-    while i < a.shape[0] or j < b.shape[0]:
-        if j >= b.shape[0] or (i < a.shape[0] and a[i] <= b[j]):
-            v = a[i]
+    while i < n_p or j < n_b:
+        if j >= n_b or (i < n_p and pos_account[i] <= bal_account[j]):
+            v = pos_account[i]
         else:
-            v = b[j]
-        if k == 0 or out[k - 1] != v:
-            out[k] = v
-            k += 1
-        while i < a.shape[0] and a[i] == v:
+            v = bal_account[j]
+        accounts[k] = v
+        pos_start[k] = i
+        bal_start[k] = j
+        while i < n_p and pos_account[i] == v:
             i += 1
-        while j < b.shape[0] and b[j] == v:
+        while j < n_b and bal_account[j] == v:
             j += 1
-    return out[:k]
-
-
-@kernel
-def segment_offsets(keys, accounts):
-    """Offsets of each account's rows in ``keys`` (sorted, every key in ``accounts``): rows of
-    ``accounts[a]`` are ``offsets[a]:offsets[a+1]``."""
-    offsets = np.empty(accounts.shape[0] + 1, np.int64)
-    r = 0
-    for a in range(accounts.shape[0]):
-        offsets[a] = r
-        while r < keys.shape[0] and keys[r] == accounts[a]:
-            r += 1
-    offsets[accounts.shape[0]] = r
-    return offsets
+        k += 1
+    pos_start[k] = n_p
+    bal_start[k] = n_b
+    return accounts[:k].copy(), pos_start[:k + 1].copy(), bal_start[:k + 1].copy()
 
 
 @kernel(parallel=True)
-def lookup_codes(values, table, n_chunks):
-    """``table[values[r]]`` with -1 for values outside ``table``; counts and first rows of the misses."""
-    n = values.shape[0]
-    out = np.empty(n, np.int32)
-    counts = np.zeros(n_chunks, np.int64)
-    firsts = np.empty((n_chunks, MAX_EXAMPLES), np.int64)
-    size = table.shape[0]
-    for c in prange(n_chunks):
-        start = c * n // n_chunks
-        stop = (c + 1) * n // n_chunks
-        cnt = 0
-        for r in range(start, stop):
-            v = values[r]
-            code = table[v] if 0 <= v < size else -1
-            out[r] = code
-            if code < 0:
-                if cnt < MAX_EXAMPLES:
-                    firsts[c, cnt] = r
-                cnt += 1
-        counts[c] = cnt
-    total, rows = _merge(counts, firsts)
-    return out, total, rows
-
-
-@kernel(parallel=True)
-def positive_where(values, group, flagged, n_chunks):
-    """Rows with ``flagged[group[r]]`` set whose value is not > 0 (e.g. futures' entry prices)."""
-    n = values.shape[0]
-    counts = np.zeros(n_chunks, np.int64)
-    firsts = np.empty((n_chunks, MAX_EXAMPLES), np.int64)
-    for c in prange(n_chunks):
-        start = c * n // n_chunks
-        stop = (c + 1) * n // n_chunks
-        cnt = 0
-        for r in range(start, stop):
-            if flagged[group[r]] and not values[r] > 0.0:
-                if cnt < MAX_EXAMPLES:
-                    firsts[c, cnt] = r
-                cnt += 1
-        counts[c] = cnt
-    return _merge(counts, firsts)
+def unpack_bits(bitmap, offset, n, k):
+    """An Arrow validity bitmap (LSB first, starting at bit ``offset``) as one uint8 per row."""
+    out = np.empty(n, np.uint8)
+    for c in prange(k):
+        for r in range(c * n // k, (c + 1) * n // k):
+            b = r + offset
+            out[r] = (bitmap[b >> 3] >> (b & 7)) & 1
+    return out
 
 
 @kernel

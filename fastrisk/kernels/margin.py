@@ -14,7 +14,7 @@ import numpy as np
 from numba import prange
 
 from ..codes import BANKRUPT, CALL, HEALTHY, INVERSE, LIQUIDATABLE, LINEAR, MARGIN_CALL, OPTION
-from ._jit import kernel
+from ._jit import inline, kernel
 
 # Float outputs of ``account_margin``, in row order of its result.
 ACCOUNT_FLOAT_COLUMNS = ("collateral", "unrealized_pnl", "option_value", "equity", "initial_margin",
@@ -23,7 +23,7 @@ ACCOUNT_FLOAT_COLUMNS = ("collateral", "unrealized_pnl", "option_value", "equity
 N_ACCOUNT_FLOATS = len(ACCOUNT_FLOAT_COLUMNS)
 
 
-@kernel
+@inline
 def tier_margin(notional, s, sched_start, cap, imf, mmf, amount):
     """Bracket (1-based), IM and MM of a notional under schedule ``s``: the bracket t with
     cap[t-1] < notional <= cap[t]; IM = notional*imf_t, MM = notional*mmf_t - amount_t (Binance)."""
@@ -34,7 +34,7 @@ def tier_margin(notional, s, sched_start, cap, imf, mmf, amount):
     return t - sched_start[s] + 1, notional * imf[t], notional * mmf[t] - amount[t]
 
 
-@kernel
+@inline
 def position_figures(kind, q, size, price, forward, entry, s, option_type, strike, tiers, option_margin):
     """One position in settle-asset units: ``(notional, upnl, value, im, mm, tier)``.
 
@@ -66,7 +66,7 @@ def position_figures(kind, q, size, price, forward, entry, s, option_type, strik
     return notional, upnl, value, im, mm, 0
 
 
-@kernel
+@inline
 def isolated_bucket(isolated_margin, value, mm, px):
     """USD equity and liquidation flag of one isolated position: equity = (margin + value) * px,
     liquidatable when its MM > 0 and equity <= MM (SPEC §3)."""
@@ -75,7 +75,7 @@ def isolated_bucket(isolated_margin, value, mm, px):
     return equity, mm_usd > 0.0 and equity <= mm_usd
 
 
-@kernel
+@inline
 def account_status(equity, mm, margin_call_ratio):
     """``(margin_ratio, status)`` of a cross bucket (SPEC §3 and docs/conventions.md)."""
     if mm == 0.0:
@@ -93,7 +93,7 @@ def account_status(equity, mm, margin_call_ratio):
     return ratio, HEALTHY
 
 
-@kernel
+@inline
 def account_figures(a, pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin,
                     bal_start, bal_asset, bal_amount, inst, tiers, price, forward, settle_px, asset_px,
                     asset_cw, asset_bw, option_margin):
