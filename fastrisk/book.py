@@ -148,8 +148,8 @@ class Book:
             raise InputError("positions", "instrument_id", "must be one of instruments.instrument_id", rows,
                              missing, examples(self.positions, POSITIONS, "instrument_id", rows))
         is_future = (M.kind != C.OPTION).astype(np.uint8)
-        bad, rows = checks.violations(n, checks.not_positive_parallel, checks.not_positive_serial,
-                                      checks.not_positive_rows, A.entry_price, pos_instrument, is_future)
+        bad, rows = checks.violations(n, checks.not_positive, checks.not_positive_rows, A.entry_price,
+                                      pos_instrument, is_future)
         if bad:
             rows = _input_rows(A.pos_row, rows)
             raise InputError("positions", "entry_price", "must be > 0 for futures", rows, bad,

@@ -297,8 +297,8 @@ def check_range(t: pa.Table, col: Column, schema: Schema, *, lo=None, rule=None)
     hi_closed = np.nextafter(col.hi, -INF) if col.hi_open else col.hi
     if col.finite:
         lo_closed, hi_closed = max(lo_closed, -biggest), min(hi_closed, biggest)
-    count, rows = checks.violations(len(values), checks.outside_parallel, checks.outside_serial,
-                                    checks.outside_rows, values, valid, float(lo_closed), float(hi_closed))
+    count, rows = checks.violations(len(values), checks.outside, checks.outside_rows, values, valid,
+                                    float(lo_closed), float(hi_closed))
     if count:
         raise InputError(schema.name, col.name, rule or col.rule(), rows, count,
                          examples(t, schema, col.name, rows))

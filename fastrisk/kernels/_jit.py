@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import types
+
 import numba
 
 _SETTINGS = dict(nopython=True, nogil=True, cache=True, fastmath=False, error_model="numpy")
@@ -17,6 +19,27 @@ def kernel(fn=None, *, parallel: bool = False):
     """Decorate a kernel; ``parallel=True`` enables ``prange`` over accounts or row chunks."""
     deco = numba.jit(parallel=parallel, **_SETTINGS)
     return deco if fn is None else deco(fn)
+
+
+def chunked(fn):
+    """A kernel whose ``prange`` runs over row chunks, the chunk count being its last argument.
+
+    Compiled twice, parallel and serial (``prange`` is a plain ``range`` there), and run serially when
+    there is one chunk: for a small table, waking the thread pool costs more than the work. The serial
+    copy has its own name so that the two never share a cache entry.
+    """
+    parallel = numba.jit(parallel=True, **_SETTINGS)(fn)
+    twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__,
+                              fn.__closure__)
+    twin.__qualname__ = fn.__qualname__ + "_serial"
+    serial = numba.jit(**_SETTINGS)(twin)
+
+    def run(*args):
+        return (serial if args[-1] == 1 else parallel)(*args)
+
+    run.__name__, run.__qualname__, run.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+    run.parallel, run.serial = parallel, serial
+    return run
 
 
 def inline(fn):

@@ -11,16 +11,15 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import inline, kernel, n_chunks
+from ._jit import chunked, inline, kernel, n_chunks
 
 MAX_EXAMPLES = 5
 
 
-def violations(n_rows: int, count_parallel, count_serial, first_rows, *args):
-    """``(count, first rows)`` of one rule: ``count_parallel(*args, n_chunks)`` or ``count_serial(*args)``
-    counts the offending rows, ``first_rows(*args, limit)`` finds the first ones in row order."""
-    k = n_chunks(n_rows)
-    total = int(count_serial(*args) if k == 1 else count_parallel(*args, k))
+def violations(n_rows: int, count, first_rows, *args):
+    """``(count, first rows)`` of one rule: ``count(*args, n_chunks)`` counts the offending rows,
+    ``first_rows(*args, limit)`` finds the first ones in row order."""
+    total = int(count(*args, n_chunks(n_rows)))
     rows = first_rows(*args, MAX_EXAMPLES) if total else np.empty(0, np.int64)
     return total, rows
 
@@ -43,18 +42,13 @@ def _outside(x, valid, lo, hi, start, stop):
     return cnt
 
 
-@kernel(parallel=True)
-def outside_parallel(x, valid, lo, hi, k):
+@chunked
+def outside(x, valid, lo, hi, k):
     n = x.shape[0]
     total = 0
     for c in prange(k):
         total += _outside(x, valid, lo, hi, c * n // k, (c + 1) * n // k)
     return total
-
-
-@kernel
-def outside_serial(x, valid, lo, hi):
-    return _outside(x, valid, lo, hi, 0, x.shape[0])
 
 
 @kernel
@@ -83,18 +77,13 @@ def _not_positive(values, group, flagged, start, stop):
     return cnt
 
 
-@kernel(parallel=True)
-def not_positive_parallel(values, group, flagged, k):
+@chunked
+def not_positive(values, group, flagged, k):
     n = values.shape[0]
     total = 0
     for c in prange(k):
         total += _not_positive(values, group, flagged, c * n // k, (c + 1) * n // k)
     return total
-
-
-@kernel
-def not_positive_serial(values, group, flagged):
-    return _not_positive(values, group, flagged, 0, values.shape[0])
 
 
 @kernel
@@ -112,7 +101,7 @@ def not_positive_rows(values, group, flagged, limit):
 
 # --------------------------------------------------------------------------- codes through a lookup
 
-@kernel(parallel=True)
+@chunked
 def lookup(values, table, k):
     """``table[values[r]]``, -1 where the value is outside the table; and the number of -1s."""
     n = values.shape[0]
@@ -157,7 +146,7 @@ def _key_not_increasing(account, instrument, isolated, start, stop):
     return cnt
 
 
-@kernel(parallel=True)
+@chunked
 def key_not_increasing(account, instrument, isolated, k):
     """Rows whose (account_id, instrument_id, isolated) key is not above the previous row's."""
     n = account.shape[0]
@@ -232,7 +221,7 @@ def merge_accounts(pos_account, bal_account):
     return accounts[:k].copy(), pos_start[:k + 1].copy(), bal_start[:k + 1].copy()
 
 
-@kernel(parallel=True)
+@chunked
 def unpack_bits(bitmap, offset, n, k):
     """An Arrow validity bitmap (LSB first, starting at bit ``offset``) as one uint8 per row."""
     out = np.empty(n, np.uint8)

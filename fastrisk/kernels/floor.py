@@ -8,10 +8,10 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import kernel
+from ._jit import chunked
 
 
-@kernel(parallel=True)
+@chunked
 def read_positions(account_id, instrument_id, quantity, entry_price, isolated_margin, n_chunks):
     n = quantity.shape[0]
     partial = np.zeros(n_chunks)
@@ -23,7 +23,7 @@ def read_positions(account_id, instrument_id, quantity, entry_price, isolated_ma
     return partial.sum()
 
 
-@kernel(parallel=True)
+@chunked
 def read_balances(account_id, asset, amount, n_chunks):
     n = amount.shape[0]
     partial = np.zeros(n_chunks)

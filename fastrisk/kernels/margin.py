@@ -14,7 +14,7 @@ import numpy as np
 from numba import prange
 
 from ..codes import BANKRUPT, CALL, HEALTHY, INVERSE, LIQUIDATABLE, LINEAR, MARGIN_CALL, OPTION
-from ._jit import inline, kernel
+from ._jit import chunked, inline, kernel
 
 # Float outputs of ``account_margin``, in row order of its result.
 ACCOUNT_FLOAT_COLUMNS = ("collateral", "unrealized_pnl", "option_value", "equity", "initial_margin",
@@ -182,7 +182,7 @@ def account_margin(pos_start, pos_instrument, quantity, entry_price, isolated, i
 
 
 
-@kernel(parallel=True)
+@chunked
 def position_margin(pos_instrument, quantity, entry_price, isolated, isolated_margin, inst, tiers, price,
                     forward, settle_px, option_margin, n_chunks):
     """Per-position figures in USD (SPEC §3 ``position_risk``).
