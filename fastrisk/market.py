@@ -39,6 +39,8 @@ class MarketArrays:
     contract_size: np.ndarray      # [i]
     mark: np.ndarray               # [i] mark price (settle units); NaN where an option is model-priced
     schedule: np.ndarray           # [i] int32 schedule code (flat imf/mmf get a one-bracket schedule)
+    tier_first: np.ndarray         # [i] int32 first bracket of the instrument's schedule (0 for options)
+    tier_last: np.ndarray          # [i] int32 last bracket (the +inf one)
     strike: np.ndarray             # [i] options only
     expiry_years: np.ndarray       # [i] options only: (expiry - as_of) in years of 365 days
     option_type: np.ndarray        # [i] int8 codes.CALL / PUT, codes.NO_OPTION for futures
@@ -97,7 +99,9 @@ class Market:
             asset_price=_f64(a.column("price")), asset_cw=_f64(a.column("collateral_weight")),
             asset_bw=_f64(a.column("borrow_weight")), asset_underlying=asset_underlying,
             index_price=_f64(u.column("index_price")), kind=kind, underlying=inst_u, settle=settle,
-            contract_size=_f64(ins.column("contract_size")), mark=mark, schedule=schedule, strike=strike,
+            contract_size=_f64(ins.column("contract_size")), mark=mark, schedule=schedule,
+            tier_first=np.where(is_option, 0, sched_start[schedule]).astype(np.int32),
+            tier_last=np.where(is_option, 0, sched_start[schedule + 1] - 1).astype(np.int32), strike=strike,
             expiry_years=expiry_years, option_type=option_type, implied_vol=implied_vol,
             sched_start=sched_start, tier_cap=cap, tier_imf=imf, tier_mmf=mmf, tier_amount=amount,
             id_to_index=id_to_index)

@@ -48,20 +48,23 @@ def value_instruments(market: Market, mult_u=None, vol_shift_u=None, rate: float
 def kernel_market(market: Market):
     """The market's per-instrument and tier arrays as the tuples kernels take."""
     M = market.arrays
-    inst = (M.kind, M.contract_size, M.schedule, M.settle, M.option_type, M.strike)
-    tiers = (M.sched_start, M.tier_cap, M.tier_imf, M.tier_mmf, M.tier_amount)
+    inst = (M.kind, M.contract_size, M.tier_first, M.tier_last, M.option_type, M.strike)
+    tiers = (M.tier_cap, M.tier_imf, M.tier_mmf, M.tier_amount)
     return inst, tiers
 
 
 def _account_outputs(market: Market, bound: BoundBook, val: Valuation, option_margin, margin_call_ratio):
-    from .kernels.margin import account_margin
+    from .kernels.margin import N_ACCOUNT_FLOATS, account_margin
 
     B, M = bound.book, market.arrays
     inst, tiers = kernel_market(market)
-    return account_margin(B.pos_start, bound.pos_instrument, B.quantity, B.entry_price, B.isolated,
+    n = len(B.account_id)
+    out = (np.empty((N_ACCOUNT_FLOATS, n)), np.empty(n, np.int8), np.empty(n, np.int32), np.empty(n, np.int32))
+    account_margin(*out, B.pos_start, bound.pos_instrument, B.quantity, B.entry_price, B.isolated,
                           B.isolated_margin, B.bal_start, bound.bal_asset, B.bal_amount, inst, tiers, val.price,
                           val.forward, val.settle_px, val.asset_px, M.asset_cw, M.asset_bw,
                           tuple(float(x) for x in option_margin), float(margin_call_ratio))
+    return out
 
 
 STATUS_TYPE = pa.dictionary(pa.int8(), pa.string())
@@ -130,9 +133,11 @@ def position_risk(market: Market, book: Book, *, rate: float = 0.0, option_margi
     B, M = bound.book, market.arrays
     val = value_instruments(market, rate=rate)
     inst, tiers = kernel_market(market)
-    floats, tier, liq = position_margin(bound.pos_instrument, B.quantity, B.entry_price, B.isolated,
-                                        B.isolated_margin, inst, tiers, val.price, val.forward, val.settle_px,
-                                        tuple(float(x) for x in option_margin), n_chunks(len(B.quantity)))
+    n = len(B.quantity)
+    floats, tier, liq = np.empty((6, n)), np.empty(n, np.int16), np.empty(n, np.uint8)
+    position_margin(floats, tier, liq, bound.pos_instrument, B.quantity, B.entry_price, B.isolated,
+                    B.isolated_margin, inst, tiers, val.price, val.forward, val.settle_px,
+                    tuple(float(x) for x in option_margin), n_chunks(n))
     i = bound.pos_instrument
     units = B.quantity * M.contract_size[i]
     is_option = M.kind[i] == C.OPTION

@@ -24,33 +24,34 @@ N_ACCOUNT_FLOATS = len(ACCOUNT_FLOAT_COLUMNS)
 
 
 @inline
-def tier_margin(notional, s, sched_start, cap, imf, mmf, amount):
-    """Bracket (1-based), IM and MM of a notional under schedule ``s``: the bracket t with
-    cap[t-1] < notional <= cap[t]; IM = notional*imf_t, MM = notional*mmf_t - amount_t (Binance)."""
-    t = sched_start[s]
-    last = sched_start[s + 1] - 1
+def tier_margin(notional, first, last, cap, imf, mmf, amount):
+    """Bracket (1-based), IM and MM of a notional under the schedule whose brackets are ``first..last``:
+    the bracket t with cap[t-1] < notional <= cap[t]; IM = notional*imf_t, MM = notional*mmf_t - amount_t
+    (Binance's "maintenance amount" form, continuous in notional)."""
+    t = first
     while t < last and notional > cap[t]:
         t += 1
-    return t - sched_start[s] + 1, notional * imf[t], notional * mmf[t] - amount[t]
+    return t - first + 1, notional * imf[t], notional * mmf[t] - amount[t]
 
 
 @inline
-def position_figures(kind, q, size, price, forward, entry, s, option_type, strike, tiers, option_margin):
+def position_figures(kind, q, size, price, forward, entry, first, last, option_type, strike, tiers, option_margin):
     """One position in settle-asset units: ``(notional, upnl, value, im, mm, tier)``.
 
     ``value`` is what the position adds to its bucket's equity (futures: upnl; options: q*c*V).
-    ``tier`` is 0 for options (no bracket). ``tiers = (sched_start, cap, imf, mmf, amount)``;
+    ``tier`` is 0 for options (no bracket). The instrument's brackets are ``first..last`` of
+    ``tiers = (cap, imf, mmf, amount)``;
     ``option_margin = (im_fraction, min_fraction, mm_fraction)``, Deribit-shaped (SPEC §2).
     """
     if kind == LINEAR:
         notional = abs(q) * size * price
         upnl = q * size * (price - entry)
-        tier, im, mm = tier_margin(notional, s, tiers[0], tiers[1], tiers[2], tiers[3], tiers[4])
+        tier, im, mm = tier_margin(notional, first, last, tiers[0], tiers[1], tiers[2], tiers[3])
         return notional, upnl, upnl, im, mm, tier
     if kind == INVERSE:
         notional = abs(q) * size / price
         upnl = q * size * (1.0 / entry - 1.0 / price)
-        tier, im, mm = tier_margin(notional, s, tiers[0], tiers[1], tiers[2], tiers[3], tiers[4])
+        tier, im, mm = tier_margin(notional, first, last, tiers[0], tiers[1], tiers[2], tiers[3])
         return notional, upnl, upnl, im, mm, tier
     # Options: valued, not PnL'd; only shorts carry margin (the value is already in equity).
     units = abs(q) * size
@@ -99,11 +100,11 @@ def account_figures(a, pos_start, pos_instrument, quantity, entry_price, isolate
                     asset_cw, asset_bw, option_margin):
     """Cross-margin figures of account ``a`` at the given instrument prices, summed in row order.
 
-    ``inst = (kind, size, schedule, settle, option_type, strike)`` per instrument; ``settle_px`` [i] and
+    ``inst = (kind, size, tier_first, tier_last, option_type, strike)`` per instrument; ``settle_px`` [i] and
     ``asset_px`` [a] are USD prices. Returns ``(collateral, upnl, option_value, im, mm, gross_notional,
     isolated_equity, n_isolated_liquidatable)`` in USD.
     """
-    kind, size, schedule, settle, option_type, strike = inst
+    kind, size, tier_first, tier_last, option_type, strike = inst
     upnl_sum = 0.0
     option_sum = 0.0
     im_sum = 0.0
@@ -114,8 +115,8 @@ def account_figures(a, pos_start, pos_instrument, quantity, entry_price, isolate
     for p in range(pos_start[a], pos_start[a + 1]):
         i = pos_instrument[p]
         notional, upnl, value, im, mm, _ = position_figures(
-            kind[i], quantity[p], size[i], price[i], forward[i], entry_price[p], schedule[i], option_type[i],
-            strike[i], tiers, option_margin)
+            kind[i], quantity[p], size[i], price[i], forward[i], entry_price[p], tier_first[i], tier_last[i],
+            option_type[i], strike[i], tiers, option_margin)
         px = settle_px[i]
         if isolated[p]:
             eq, liq = isolated_bucket(isolated_margin[p], value, mm, px)
@@ -138,19 +139,17 @@ def account_figures(a, pos_start, pos_instrument, quantity, entry_price, isolate
 
 
 @kernel(parallel=True)
-def account_margin(pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start,
+def account_margin(out, status, n_positions, n_iso_liq, pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start,
                    bal_asset, bal_amount, inst, tiers, price, forward, settle_px, asset_px, asset_cw, asset_bw,
                    option_margin, margin_call_ratio):
-    """Cross-margin account risk of every account (SPEC §3): one output row per account.
+    """Cross-margin account risk of every account (SPEC §3), written into one row per account of
+    ``out`` [11, a] (columns in ``ACCOUNT_FLOAT_COLUMNS`` order), ``status`` [a] int8, ``n_positions``
+    [a] int32 and ``n_iso_liq`` [a] int32.
 
-    Returns ``(floats [a, 11], status [a] int8, n_positions [a] int32, n_isolated_liquidatable [a] int32)``
-    with float columns in ``ACCOUNT_FLOAT_COLUMNS`` order.
+    The outputs are allocated by the caller with NumPy, which asks the OS for huge pages: allocating
+    them in here costs a page fault per 4 KiB, taken under a lock shared by the threads.
     """
     n = pos_start.shape[0] - 1
-    out = np.empty((N_ACCOUNT_FLOATS, n))
-    status = np.empty(n, np.int8)
-    n_positions = np.empty(n, np.int32)
-    n_iso_liq = np.empty(n, np.int32)
     for a in prange(n):
         coll, upnl, optv, im, mm, gross, iso_eq, iso_liq = account_figures(
             a, pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start,
@@ -178,30 +177,26 @@ def account_margin(pos_start, pos_instrument, quantity, entry_price, isolated, i
         status[a] = st
         n_positions[a] = pos_start[a + 1] - pos_start[a]
         n_iso_liq[a] = iso_liq
-    return out, status, n_positions, n_iso_liq
 
 
 
 @chunked
-def position_margin(pos_instrument, quantity, entry_price, isolated, isolated_margin, inst, tiers, price,
+def position_margin(out, tier, liq, pos_instrument, quantity, entry_price, isolated, isolated_margin, inst, tiers, price,
                     forward, settle_px, option_margin, n_chunks):
     """Per-position figures in USD (SPEC §3 ``position_risk``).
 
-    Returns ``(floats [6, p], tier [p] int16, liquidatable [p] uint8)``: floats are notional_usd, upnl_usd,
-    value_usd, initial_margin, maintenance_margin, isolated equity (0 for cross positions). ``liquidatable``
-    applies to isolated positions only.
+    Writes ``out`` [6, p]: notional_usd, upnl_usd, value_usd, initial_margin, maintenance_margin, isolated
+    equity (0 for cross positions); ``tier`` [p] int16 and ``liq`` [p] uint8 (isolated positions only).
+    Outputs are allocated by the caller (see ``account_margin``).
     """
-    kind, size, schedule, settle, option_type, strike = inst
+    kind, size, tier_first, tier_last, option_type, strike = inst
     n = quantity.shape[0]
-    out = np.empty((6, n))
-    tier = np.empty(n, np.int16)
-    liq = np.zeros(n, np.uint8)
     for c in prange(n_chunks):
         for p in range(c * n // n_chunks, (c + 1) * n // n_chunks):
             i = pos_instrument[p]
             notional, upnl, value, im, mm, t = position_figures(
-                kind[i], quantity[p], size[i], price[i], forward[i], entry_price[p], schedule[i],
-                option_type[i], strike[i], tiers, option_margin)
+                kind[i], quantity[p], size[i], price[i], forward[i], entry_price[p], tier_first[i],
+                tier_last[i], option_type[i], strike[i], tiers, option_margin)
             px = settle_px[i]
             out[0, p] = notional * px
             out[1, p] = upnl * px
@@ -212,5 +207,5 @@ def position_margin(pos_instrument, quantity, entry_price, isolated, isolated_ma
                 out[5, p], liq[p] = isolated_bucket(isolated_margin[p], value, mm, px)
             else:
                 out[5, p] = 0.0
+                liq[p] = 0
             tier[p] = t
-    return out, tier, liq
