@@ -69,7 +69,7 @@ class Book:
         if balances is None:
             balances = pa.table({"account_id": pa.array([], pa.int64()), "asset": pa.array([], pa.string()),
                                  "amount": pa.array([], pa.float64())})
-        self.positions = conform(positions, POSITIONS)
+        self.positions = conform(positions, POSITIONS, check_bounds=False)  # fused into _layout's scan
         self.balances = conform(balances, BALANCES)
         self.arrays = self._layout()
         self._bound: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -93,15 +93,28 @@ class Book:
             if len(isolated) == 0:
                 isolated = np.ones(n, np.uint8)
 
-        pos_row = np.empty(0, np.int64)  # empty = rows are in input order
+        # One read of every column: bounds of each, key order, and where accounts start.
         k = n_chunks(n)
-        not_increasing = checks.key_not_increasing(acc, inst, isolated, k)
+        bounds = np.array([POSITIONS[c].closed_bounds() for c in
+                           ("instrument_id", "quantity", "entry_price", "isolated_margin")])
+        bad, not_increasing, chunk_starts = checks.position_scan(acc, inst, qty, entry, iso_margin, isolated,
+                                                                 bounds, k)
+        for j in np.flatnonzero(bad):
+            col = POSITIONS[("instrument_id", "quantity", "entry_price", "isolated_margin")[j]]
+            values = (inst, qty, entry, iso_margin)[j]
+            mask = isolated if col.name == "isolated_margin" else np.empty(0, np.uint8)
+            rows = checks.outside_rows(values, mask, bounds[j, 0], bounds[j, 1], checks.MAX_EXAMPLES)
+            raise InputError("positions", col.name, col.rule(), rows, bad[j],
+                             examples(p, POSITIONS, col.name, rows))
+
+        pos_row = np.empty(0, np.int64)  # empty = rows are in input order
         if not_increasing:
             pos_row = np.argsort(acc, kind="stable")
             checks.sort_within_accounts(pos_row, acc, inst, isolated)
             acc, inst, qty, entry, isolated, iso_margin = (
                 x[pos_row] for x in (acc, inst, qty, entry, isolated, iso_margin))
             not_increasing = checks.key_not_increasing(acc, inst, isolated, k)  # sorted: only duplicates left
+            chunk_starts = checks.count_run_starts(acc, k)
         n_dup = 0
         if not_increasing:
             n_dup, dup_rows = checks.duplicate_key_rows(acc, inst, isolated, checks.MAX_EXAMPLES)
@@ -121,7 +134,10 @@ class Book:
             bal_row = np.argsort(bacc, kind="stable")
             bacc, amount, bal_asset = bacc[bal_row], amount[bal_row], bal_asset[bal_row]
 
-        accounts, pos_start, bal_start = checks.merge_accounts(acc, bacc)
+        pos_accounts, pos_offsets = checks.run_starts(acc, chunk_starts, k)
+        kb = n_chunks(len(bacc))
+        bal_accounts, bal_offsets = checks.run_starts(bacc, checks.count_run_starts(bacc, kb), kb)
+        accounts, pos_start, bal_start = checks.merge_runs(pos_accounts, pos_offsets, bal_accounts, bal_offsets)
         return BookArrays(
             account_id=accounts, pos_start=pos_start, instrument_id=inst, quantity=qty, entry_price=entry,
             isolated=isolated, isolated_margin=iso_margin, pos_row=pos_row, bal_start=bal_start,
@@ -142,17 +158,18 @@ class Book:
 
         A, M = self.arrays, market.arrays
         n = len(A.instrument_id)
-        pos_instrument, missing = checks.lookup(A.instrument_id, M.id_to_index, n_chunks(n))
+        pos_instrument = np.empty(n, np.int32)
+        is_future = (M.kind != C.OPTION).astype(np.uint8)
+        missing, bad_entry = checks.resolve_instruments(A.instrument_id, A.entry_price, M.id_to_index, is_future,
+                                                        pos_instrument, n_chunks(n))
         if missing:
-            rows = _input_rows(A.pos_row, checks.negative_rows(pos_instrument, checks.MAX_EXAMPLES))
+            rows = _input_rows(A.pos_row, checks.first_rows_where(pos_instrument < 0, checks.MAX_EXAMPLES))
             raise InputError("positions", "instrument_id", "must be one of instruments.instrument_id", rows,
                              missing, examples(self.positions, POSITIONS, "instrument_id", rows))
-        is_future = (M.kind != C.OPTION).astype(np.uint8)
-        bad, rows = checks.violations(n, checks.not_positive, checks.not_positive_rows, A.entry_price,
-                                      pos_instrument, is_future)
-        if bad:
-            rows = _input_rows(A.pos_row, rows)
-            raise InputError("positions", "entry_price", "must be > 0 for futures", rows, bad,
+        if bad_entry:
+            flags = (is_future[pos_instrument] != 0) & ~(A.entry_price > 0)
+            rows = _input_rows(A.pos_row, checks.first_rows_where(flags, checks.MAX_EXAMPLES))
+            raise InputError("positions", "entry_price", "must be > 0 for futures", rows, bad_entry,
                              examples(self.positions, POSITIONS, "entry_price", rows))
         local_to_market = pc.index_in(A.bal_asset_names, value_set=market.asset_names).fill_null(-1)
         bal_asset = local_to_market.to_numpy(zero_copy_only=False).astype(np.int32)[A.bal_asset]

@@ -50,6 +50,17 @@ class Column:
     def is_string(self) -> bool:
         return pa.types.is_string(self.type)
 
+    def closed_bounds(self, lo: float | None = None) -> tuple[float, float]:
+        """The rule as a closed interval [lo, hi]: open bounds moved to the next float inward, and
+        finiteness folded in as +-max float. NaN is outside every interval."""
+        lo = self.lo if lo is None else lo
+        biggest = np.finfo(np.float64).max
+        lo_closed = float(np.nextafter(lo, INF)) if self.lo_open else lo
+        hi_closed = float(np.nextafter(self.hi, -INF)) if self.hi_open else self.hi
+        if self.finite:
+            lo_closed, hi_closed = max(lo_closed, -biggest), min(hi_closed, biggest)
+        return lo_closed, hi_closed
+
     def rule(self) -> str:
         """The column's numeric rule in words, for error messages."""
         parts = []
@@ -200,9 +211,10 @@ def find_table_file(directory: Path, table: str) -> Path:
 
 # ---------------------------------------------------------------------------------------------- conform
 
-def conform(source, schema: Schema) -> pa.Table:
+def conform(source, schema: Schema, *, check_bounds: bool = True) -> pa.Table:
     """The source as a single-chunk table of exactly the schema's columns, types converted losslessly,
-    nulls and numeric bounds checked. Foreign keys and cross-column rules are checked by the callers."""
+    nulls and (unless the caller fuses them into its own pass) numeric bounds checked. Foreign keys and
+    cross-column rules are checked by the callers."""
     t = read(source, schema.name)
     columns = {}
     for col in schema.columns:
@@ -220,7 +232,7 @@ def conform(source, schema: Schema) -> pa.Table:
     out = pa.table(columns)
     for col in schema.columns:
         _check_nulls(out, col, schema)
-        if pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
+        if check_bounds and (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
             check_range(out, col, schema)
         if col.choices:
             _check_choices(out, col, schema)
@@ -288,17 +300,11 @@ def check_range(t: pa.Table, col: Column, schema: Schema, *, lo=None, rule=None)
     from .kernels import checks
 
     values, valid = numeric_values(t.column(col.name))
-    lo = col.lo if lo is None else lo
-    if pa.types.is_integer(col.type) and lo == -INF and col.hi == INF:
+    if pa.types.is_integer(col.type) and (col.lo if lo is None else lo) == -INF and col.hi == INF:
         return  # integers are finite: nothing to check
-    # Fold open bounds and finiteness into a closed interval [lo, hi]: one comparison pair per value.
-    biggest = np.finfo(np.float64).max
-    lo_closed = np.nextafter(lo, INF) if col.lo_open else lo
-    hi_closed = np.nextafter(col.hi, -INF) if col.hi_open else col.hi
-    if col.finite:
-        lo_closed, hi_closed = max(lo_closed, -biggest), min(hi_closed, biggest)
+    lo_closed, hi_closed = col.closed_bounds(lo)
     count, rows = checks.violations(len(values), checks.outside, checks.outside_rows, values, valid,
-                                    float(lo_closed), float(hi_closed))
+                                    lo_closed, hi_closed)
     if count:
         raise InputError(schema.name, col.name, rule or col.rule(), rows, count,
                          examples(t, schema, col.name, rows))

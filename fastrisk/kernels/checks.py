@@ -67,67 +67,41 @@ def outside_rows(x, valid, lo, hi, limit):
     return rows[:k]
 
 
-# ------------------------------------------------------------------- positive where a group is flagged
-
-@inline
-def _not_positive(values, group, flagged, start, stop):
-    cnt = 0
-    for r in range(start, stop):
-        cnt += (flagged[group[r]] != 0) & (not (values[r] > 0.0))
-    return cnt
-
+# ------------------------------------------------------------------------ positions against the market
 
 @chunked
-def not_positive(values, group, flagged, k):
-    n = values.shape[0]
-    total = 0
+def resolve_instruments(instrument_id, entry_price, id_to_index, is_future, out, k):
+    """Dense instrument rows of every position into ``out`` (-1 for unknown ids), in one read that also
+    counts futures whose entry price is not > 0. Returns ``(n_unknown, n_bad_entry)``."""
+    n = instrument_id.shape[0]
+    size = id_to_index.shape[0]
+    unknown = np.zeros(k, np.int64)
+    bad_entry = np.zeros(k, np.int64)
     for c in prange(k):
-        total += _not_positive(values, group, flagged, c * n // k, (c + 1) * n // k)
-    return total
-
-
-@kernel
-def not_positive_rows(values, group, flagged, limit):
-    rows = np.empty(limit, np.int64)
-    k = 0
-    for r in range(values.shape[0]):
-        if k == limit:
-            break
-        if flagged[group[r]] != 0 and not values[r] > 0.0:
-            rows[k] = r
-            k += 1
-    return rows[:k]
-
-
-# --------------------------------------------------------------------------- codes through a lookup
-
-@chunked
-def lookup(values, table, k):
-    """``table[values[r]]``, -1 where the value is outside the table; and the number of -1s."""
-    n = values.shape[0]
-    out = np.empty(n, np.int32)
-    size = table.shape[0]
-    missing = 0
-    for c in prange(k):
-        m = 0
+        n_unknown = 0
+        n_bad = 0
         for r in range(c * n // k, (c + 1) * n // k):
-            v = values[r]
-            code = table[min(max(v, 0), size - 1)] if size > 0 else -1
-            code = code if (v >= 0) & (v < size) else -1
+            v = instrument_id[r]
+            looked_up = id_to_index[min(max(v, 0), size - 1)]
+            code = looked_up if (v >= 0) & (v < size) else -1
             out[r] = code
-            m += code < 0
-        missing += m
-    return out, missing
+            known = code >= 0
+            n_unknown += not known
+            n_bad += known & (is_future[max(code, 0)] != 0) & (not (entry_price[r] > 0.0))
+        unknown[c] = n_unknown
+        bad_entry[c] = n_bad
+    return unknown.sum(), bad_entry.sum()
 
 
 @kernel
-def negative_rows(codes, limit):
+def first_rows_where(flags, limit):
+    """The first ``limit`` rows where ``flags`` is set, in row order."""
     rows = np.empty(limit, np.int64)
     k = 0
-    for r in range(codes.shape[0]):
+    for r in range(flags.shape[0]):
         if k == limit:
             break
-        if codes[r] < 0:
+        if flags[r]:
             rows[k] = r
             k += 1
     return rows[:k]
@@ -136,14 +110,11 @@ def negative_rows(codes, limit):
 # ----------------------------------------------------------------------- position key order and layout
 
 @inline
-def _key_not_increasing(account, instrument, isolated, start, stop):
-    cnt = 0
-    for r in range(max(start, 1), stop):
-        a0, a1 = account[r - 1], account[r]
-        i0, i1 = instrument[r - 1], instrument[r]
-        ok = (a1 > a0) | ((a1 == a0) & ((i1 > i0) | ((i1 == i0) & (isolated[r] > isolated[r - 1]))))
-        cnt += not ok
-    return cnt
+def _key_increases(account, instrument, isolated, r):
+    """Is row r's (account_id, instrument_id, isolated) key above row r-1's? (branch-free)"""
+    a0, a1 = account[r - 1], account[r]
+    i0, i1 = instrument[r - 1], instrument[r]
+    return (a1 > a0) | ((a1 == a0) & ((i1 > i0) | ((i1 == i0) & (isolated[r] > isolated[r - 1]))))
 
 
 @chunked
@@ -152,7 +123,10 @@ def key_not_increasing(account, instrument, isolated, k):
     n = account.shape[0]
     total = 0
     for c in prange(k):
-        total += _key_not_increasing(account, instrument, isolated, c * n // k, (c + 1) * n // k)
+        cnt = 0
+        for r in range(max(c * n // k, 1), (c + 1) * n // k):
+            cnt += not _key_increases(account, instrument, isolated, r)
+        total += cnt
     return total
 
 
@@ -192,11 +166,97 @@ def sort_within_accounts(order, account, instrument, isolated):
         start = stop
 
 
+@chunked
+def position_scan(account, instrument, quantity, entry_price, isolated_margin, isolated, bounds, k):
+    """One read of every positions column: rows outside each column's closed bounds, rows whose key is
+    not above the previous row's, and where accounts start.
+
+    ``bounds`` [4, 2]: [lo, hi] of instrument_id, quantity, entry_price, isolated_margin (the latter
+    checked only where ``isolated``). Returns ``(violations [4], key_not_increasing, starts [k])``:
+    ``starts[c]`` counts the rows of chunk ``c`` that begin a new account run.
+    """
+    n = account.shape[0]
+    counts = np.zeros((k, 5), np.int64)
+    starts = np.zeros(k, np.int64)
+    inst_lo, inst_hi = bounds[0, 0], bounds[0, 1]
+    qty_lo, qty_hi = bounds[1, 0], bounds[1, 1]
+    entry_lo, entry_hi = bounds[2, 0], bounds[2, 1]
+    iso_lo, iso_hi = bounds[3, 0], bounds[3, 1]
+    for c in prange(k):
+        b0 = c * n // k
+        b1 = (c + 1) * n // k
+        n_inst = 0
+        n_qty = 0
+        n_entry = 0
+        n_iso = 0
+        n_key = 0
+        n_start = 0
+        for r in range(b0, b1):
+            v = np.float64(instrument[r])
+            n_inst += not ((v >= inst_lo) & (v <= inst_hi))
+            v = quantity[r]
+            n_qty += not ((v >= qty_lo) & (v <= qty_hi))
+            v = entry_price[r]
+            n_entry += not ((v >= entry_lo) & (v <= entry_hi))
+            v = isolated_margin[r]
+            n_iso += (isolated[r] != 0) & (not ((v >= iso_lo) & (v <= iso_hi)))
+        for r in range(max(b0, 1), b1):
+            n_key += not _key_increases(account, instrument, isolated, r)
+            n_start += account[r] != account[r - 1]
+        n_start += (b0 == 0) & (b1 > 0)
+        counts[c, 0] = n_inst
+        counts[c, 1] = n_qty
+        counts[c, 2] = n_entry
+        counts[c, 3] = n_iso
+        counts[c, 4] = n_key
+        starts[c] = n_start
+    total = np.zeros(5, np.int64)
+    for c in range(k):
+        total += counts[c]
+    return total[:4], total[4], starts
+
+
+@chunked
+def run_starts(account, chunk_starts, k):
+    """The distinct values of a sorted column and where each run starts: ``(values, offsets)`` with
+    run ``j`` in ``offsets[j]:offsets[j+1]``. ``chunk_starts`` (from a first pass) places each chunk's
+    runs, so chunks write in parallel."""
+    n = account.shape[0]
+    first = np.zeros(k + 1, np.int64)
+    for c in range(k):
+        first[c + 1] = first[c] + chunk_starts[c]
+    m = first[k]
+    values = np.empty(m, np.int64)
+    offsets = np.empty(m + 1, np.int64)
+    offsets[m] = n
+    for c in prange(k):
+        j = first[c]
+        for r in range(c * n // k, (c + 1) * n // k):
+            if r == 0 or account[r] != account[r - 1]:
+                values[j] = account[r]
+                offsets[j] = r
+                j += 1
+    return values, offsets
+
+
+@chunked
+def count_run_starts(account, k):
+    """Per chunk, the rows of a sorted column that begin a new run (see ``run_starts``)."""
+    n = account.shape[0]
+    starts = np.zeros(k, np.int64)
+    for c in prange(k):
+        cnt = 0
+        for r in range(c * n // k, (c + 1) * n // k):
+            cnt += (r == 0) or (account[r] != account[r - 1])
+        starts[c] = cnt
+    return starts
+
+
 @kernel
-def merge_accounts(pos_account, bal_account):
-    """The sorted union of two sorted account columns and each one's segment offsets, in one merge pass:
-    account ``a`` owns positions ``pos_start[a]:pos_start[a+1]`` and balances ``bal_start[a]:bal_start[a+1]``."""
-    n_p, n_b = pos_account.shape[0], bal_account.shape[0]
+def merge_runs(pos_accounts, pos_offsets, bal_accounts, bal_offsets):
+    """The sorted union of two sets of account runs, with each side's segment offsets: account ``a``
+    owns positions ``pos_start[a]:pos_start[a+1]`` and balances ``bal_start[a]:bal_start[a+1]``."""
+    n_p, n_b = pos_accounts.shape[0], bal_accounts.shape[0]
     accounts = np.empty(n_p + n_b, np.int64)
     pos_start = np.empty(n_p + n_b + 1, np.int64)
     bal_start = np.empty(n_p + n_b + 1, np.int64)
@@ -204,20 +264,16 @@ def merge_accounts(pos_account, bal_account):
     j = 0
     k = 0
     while i < n_p or j < n_b:
-        if j >= n_b or (i < n_p and pos_account[i] <= bal_account[j]):
-            v = pos_account[i]
-        else:
-            v = bal_account[j]
-        accounts[k] = v
-        pos_start[k] = i
-        bal_start[k] = j
-        while i < n_p and pos_account[i] == v:
-            i += 1
-        while j < n_b and bal_account[j] == v:
-            j += 1
+        take_p = j >= n_b or (i < n_p and pos_accounts[i] <= bal_accounts[j])
+        take_b = i >= n_p or (j < n_b and bal_accounts[j] <= pos_accounts[i])
+        accounts[k] = pos_accounts[i] if take_p else bal_accounts[j]
+        pos_start[k] = pos_offsets[i]
+        bal_start[k] = bal_offsets[j]
+        i += take_p
+        j += take_b
         k += 1
-    pos_start[k] = n_p
-    bal_start[k] = n_b
+    pos_start[k] = pos_offsets[n_p]
+    bal_start[k] = bal_offsets[n_b]
     return accounts[:k].copy(), pos_start[:k + 1].copy(), bal_start[:k + 1].copy()
 
 
