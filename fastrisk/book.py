@@ -134,10 +134,14 @@ class Book:
             bal_row = np.argsort(bacc, kind="stable")
             bacc, amount, bal_asset = bacc[bal_row], amount[bal_row], bal_asset[bal_row]
 
-        pos_accounts, pos_offsets = checks.run_starts(acc, chunk_starts, k)
+        pos_accounts, pos_offsets = _runs(acc, chunk_starts, k)
         kb = n_chunks(len(bacc))
-        bal_accounts, bal_offsets = checks.run_starts(bacc, checks.count_run_starts(bacc, kb), kb)
-        accounts, pos_start, bal_start = checks.merge_runs(pos_accounts, pos_offsets, bal_accounts, bal_offsets)
+        bal_accounts, bal_offsets = _runs(bacc, checks.count_run_starts(bacc, kb), kb)
+        most = len(pos_accounts) + len(bal_accounts)
+        accounts, pos_start, bal_start = np.empty(most, np.int64), np.empty(most + 1, np.int64), \
+            np.empty(most + 1, np.int64)
+        m = checks.merge_runs(pos_accounts, pos_offsets, bal_accounts, bal_offsets, accounts, pos_start, bal_start)
+        accounts, pos_start, bal_start = accounts[:m], pos_start[:m + 1], bal_start[:m + 1]
         return BookArrays(
             account_id=accounts, pos_start=pos_start, instrument_id=inst, quantity=qty, entry_price=entry,
             isolated=isolated, isolated_margin=iso_margin, pos_row=pos_row, bal_start=bal_start,
@@ -217,3 +221,13 @@ def _input_rows(order: np.ndarray, rows) -> np.ndarray:
     """Rows of the laid-out arrays as rows of the input table (``order`` empty: the same)."""
     rows = np.asarray(rows, np.int64)
     return order[rows] if len(order) else rows
+
+
+def _runs(sorted_accounts: np.ndarray, chunk_starts: np.ndarray, k: int):
+    """Distinct accounts of a sorted column and the offsets of their runs."""
+    from .kernels.checks import run_starts
+
+    m = int(chunk_starts.sum())
+    values, offsets = np.empty(m, np.int64), np.empty(m + 1, np.int64)
+    run_starts(sorted_accounts, chunk_starts, values, offsets, k)
+    return values, offsets

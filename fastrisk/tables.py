@@ -285,13 +285,12 @@ def numeric_values(arr) -> tuple[np.ndarray, np.ndarray]:
         arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
     if arr.null_count == 0:
         return arr.to_numpy(zero_copy_only=True), np.empty(0, np.uint8)
-    from .kernels._jit import n_chunks
-    from .kernels.checks import unpack_bits
-
     dtype = arr.type.to_pandas_dtype()
     bitmap, data = arr.buffers()[0], arr.buffers()[1]
     values = np.frombuffer(data, dtype=dtype, count=len(arr) + arr.offset)[arr.offset:]
-    valid = unpack_bits(np.frombuffer(bitmap, np.uint8), arr.offset, len(arr), n_chunks(len(arr)))
+    # Arrow validity bitmaps are LSB-first: one table-driven unpack, far faster than a per-row loop.
+    bits = np.unpackbits(np.frombuffer(bitmap, np.uint8), bitorder="little")
+    valid = np.ascontiguousarray(bits[arr.offset:arr.offset + len(arr)])
     return values, valid
 
 

@@ -1,5 +1,8 @@
 """Validation and layout passes over large tables.
 
+Large outputs are allocated by the callers with NumPy (which asks for huge pages) and filled here:
+an allocation inside a parallel kernel pays a page fault per 4 KiB, serialised by the OS.
+
 A rule is checked in two steps: a branch-free count over the whole column (parallel over row chunks
 for large tables, serial for small ones, where waking threads costs more than the work), and only when
 that count is not zero, a serial scan for the first offending rows. Valid input, the common case, pays
@@ -217,18 +220,15 @@ def position_scan(account, instrument, quantity, entry_price, isolated_margin, i
 
 
 @chunked
-def run_starts(account, chunk_starts, k):
-    """The distinct values of a sorted column and where each run starts: ``(values, offsets)`` with
-    run ``j`` in ``offsets[j]:offsets[j+1]``. ``chunk_starts`` (from a first pass) places each chunk's
-    runs, so chunks write in parallel."""
+def run_starts(account, chunk_starts, values, offsets, k):
+    """The distinct values of a sorted column and where each run starts, into ``values`` [m] and
+    ``offsets`` [m+1] (run ``j`` is ``offsets[j]:offsets[j+1]``). ``chunk_starts`` (from a first pass,
+    summing to m) places each chunk's runs, so chunks write in parallel."""
     n = account.shape[0]
     first = np.zeros(k + 1, np.int64)
     for c in range(k):
         first[c + 1] = first[c] + chunk_starts[c]
-    m = first[k]
-    values = np.empty(m, np.int64)
-    offsets = np.empty(m + 1, np.int64)
-    offsets[m] = n
+    offsets[first[k]] = n
     for c in prange(k):
         j = first[c]
         for r in range(c * n // k, (c + 1) * n // k):
@@ -236,7 +236,6 @@ def run_starts(account, chunk_starts, k):
                 values[j] = account[r]
                 offsets[j] = r
                 j += 1
-    return values, offsets
 
 
 @chunked
@@ -253,13 +252,11 @@ def count_run_starts(account, k):
 
 
 @kernel
-def merge_runs(pos_accounts, pos_offsets, bal_accounts, bal_offsets):
+def merge_runs(pos_accounts, pos_offsets, bal_accounts, bal_offsets, accounts, pos_start, bal_start):
     """The sorted union of two sets of account runs, with each side's segment offsets: account ``a``
-    owns positions ``pos_start[a]:pos_start[a+1]`` and balances ``bal_start[a]:bal_start[a+1]``."""
+    owns positions ``pos_start[a]:pos_start[a+1]`` and balances ``bal_start[a]:bal_start[a+1]``.
+    Outputs are sized for the worst case (no shared account); returns how many accounts there are."""
     n_p, n_b = pos_accounts.shape[0], bal_accounts.shape[0]
-    accounts = np.empty(n_p + n_b, np.int64)
-    pos_start = np.empty(n_p + n_b + 1, np.int64)
-    bal_start = np.empty(n_p + n_b + 1, np.int64)
     i = 0
     j = 0
     k = 0
@@ -274,18 +271,7 @@ def merge_runs(pos_accounts, pos_offsets, bal_accounts, bal_offsets):
         k += 1
     pos_start[k] = pos_offsets[n_p]
     bal_start[k] = bal_offsets[n_b]
-    return accounts[:k].copy(), pos_start[:k + 1].copy(), bal_start[:k + 1].copy()
-
-
-@chunked
-def unpack_bits(bitmap, offset, n, k):
-    """An Arrow validity bitmap (LSB first, starting at bit ``offset``) as one uint8 per row."""
-    out = np.empty(n, np.uint8)
-    for c in prange(k):
-        for r in range(c * n // k, (c + 1) * n // k):
-            b = r + offset
-            out[r] = (bitmap[b >> 3] >> (b & 7)) & 1
-    return out
+    return k
 
 
 @kernel
