@@ -1,0 +1,8 @@
+"""Plain, obviously correct implementations of the SPEC's formulas: the oracle for tests and the
+baseline for benchmarks. Nothing here is compiled; every figure is computed one account at a time."""
+
+from .account import (ACCOUNT_SCHEMA, POSITION_SCHEMA, account_risk, black76, derive_amounts, position_risk,
+                      tier_margin, year_fraction)
+
+__all__ = ["ACCOUNT_SCHEMA", "POSITION_SCHEMA", "account_risk", "black76", "derive_amounts", "position_risk",
+           "tier_margin", "year_fraction"]
