@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -73,40 +74,60 @@ def first_call_times() -> tuple[float, float]:
     return out[0], out[1]
 
 
-def run(args) -> int:
-    from . import generate, peers, reference
+@dataclass
+class Context:
+    """What every benchmark section shares: one generated venue, in memory, and the run's options."""
+
+    tables: dict
+    market: object
+    book: object
+    repeat: int
+    skip: set
+    reference_accounts: int
+    floor: float = 0.0
+
+    def reference_book(self):
+        """The book cut to its first ``reference_accounts`` accounts (the plain reference is slow)."""
+        from .book import Book
+
+        ids = self.book.arrays.account_id[:self.reference_accounts]
+        cut = ids[-1] if len(ids) else -1
+        keep = lambda t: t.filter(pc.less_equal(t.column("account_id"), cut))
+        return Book(positions=keep(self.book.positions), balances=keep(self.book.balances))
+
+
+def timed_reference(fn, ctx: Context, sub) -> float:
+    """Seconds of one reference run on ``sub``, scaled to the whole book by its account count."""
+    start = time.perf_counter()
+    fn(ctx.market, sub)
+    return (time.perf_counter() - start) * ctx.book.n_accounts / max(sub.n_accounts, 1)
+
+
+def account_risk_section(ctx: Context):
+    """account_risk: the kernel, the whole call from Arrow tables, the peers and the reference."""
+    from . import peers, reference
     from .book import Book
     from .market import Market
     from .risk import account_risk
     from .testing import assert_tables_close
 
-    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    print(f"generating {args.accounts:,} accounts (seed {args.seed}) ...", file=sys.stderr)
-    tables = generate.exchange_tables(args.accounts, seed=args.seed)
+    tables, market, book = ctx.tables, ctx.market, ctx.book
     market_args = {k: tables[k] for k in ("assets", "underlyings", "instruments", "tiers")}
-    book_args = {k: tables[k] for k in ("positions", "balances")}
-    market = Market(as_of=tables["as_of"], **market_args)
-    book = Book(**book_args)
-    n_pos = book.positions.num_rows
-    print(f"{book.n_accounts:,} accounts, {n_pos:,} positions, {book.balances.num_rows:,} balances; "
-          f"{os.cpu_count()} cores", file=sys.stderr)
-
     expected = account_risk(market, book)
-    rows = []
 
     def full_call():
-        m = Market(as_of=tables["as_of"], **market_args)
-        return account_risk(m, Book(**book_args))
+        return account_risk(Market(as_of=tables["as_of"], **market_args),
+                            Book(positions=tables["positions"], balances=tables["balances"]))
 
-    floor = best_of(memory_floor(book), args.repeat)
-    rows.append(("memory-read floor (every input column once)", floor))
-    rows.append(("fastrisk kernel (valuation + account sweep)", best_of(kernel_only(market, book), args.repeat)))
+    rows = [("memory-read floor (every input column once)", ctx.floor),
+            ("fastrisk kernel (valuation + account sweep)", best_of(kernel_only(market, book), ctx.repeat))]
     assert_tables_close(full_call(), expected)
-    fastrisk_time = best_of(full_call, args.repeat)
-    rows.append(("fastrisk account_risk (validation + output)", fastrisk_time))
+    rows.append(("fastrisk account_risk (Arrow in: validation, layout, kernel, Arrow out)",
+                 best_of(full_call, ctx.repeat)))
+    base = rows[-1][0]
     for name, fn in (("numpy", peers.numpy_account_risk), ("polars", peers.polars_account_risk),
                      ("duckdb", peers.duckdb_account_risk)):
-        if name in skip:
+        if name in ctx.skip:
             continue
         try:
             assert_tables_close(fn(market, book), expected, rtol=1e-9)
@@ -114,24 +135,44 @@ def run(args) -> int:
             print(f"skipping {name}: {e}", file=sys.stderr)
             continue
         rows.append((f"{name} peer (same computation)", best_of(lambda: fn(market, book), 1)))
-    if "reference" not in skip:
-        sub_ids = book.arrays.account_id[:args.reference_accounts]
-        cut = sub_ids[-1] if len(sub_ids) else -1
-        sub = Book(positions=book.positions.filter(pc.less_equal(book.positions.column("account_id"), cut)),
-                   balances=book.balances.filter(pc.less_equal(book.balances.column("account_id"), cut)))
+    if "reference" not in ctx.skip:
+        sub = ctx.reference_book()
         assert_tables_close(reference.account_risk(market, sub), account_risk(market, sub))
-        start = time.perf_counter()
-        reference.account_risk(market, sub)
-        ref = (time.perf_counter() - start) * book.n_accounts / max(sub.n_accounts, 1)
-        rows.append((f"reference, plain Python (scaled from {sub.n_accounts:,} accounts)", ref))
-    cold, warm = first_call_times()
+        rows.append((f"reference, plain Python (scaled from {sub.n_accounts:,} accounts)",
+                     timed_reference(reference.account_risk, ctx, sub)))
+    return "account_risk", rows, base
 
-    print(f"\naccount_risk on {book.n_accounts:,} accounts / {n_pos:,} positions, {os.cpu_count()} cores, "
-          f"best of {args.repeat}\n")
-    print(f"| {'contender':<58} | {'time':>10} | {'vs fastrisk':>11} | {'vs floor':>8} |")
-    print(f"|{'-' * 60}|{'-' * 12}|{'-' * 13}|{'-' * 10}|")
-    for name, t in rows:
-        print(f"| {name:<58} | {_fmt(t):>10} | {t / fastrisk_time:>10.2f}x | {t / floor:>7.1f}x |")
+
+def sections() -> list:
+    """Benchmark sections in the order printed; later topics register theirs here."""
+    return [account_risk_section]
+
+
+def run(args) -> int:
+    from . import generate
+    from .book import Book
+    from .market import Market
+
+    print(f"generating {args.accounts:,} accounts (seed {args.seed}) ...", file=sys.stderr)
+    tables = generate.exchange_tables(args.accounts, seed=args.seed)
+    market = Market(as_of=tables["as_of"], **{k: tables[k] for k in ("assets", "underlyings", "instruments",
+                                                                      "tiers")})
+    book = Book(positions=tables["positions"], balances=tables["balances"])
+    ctx = Context(tables, market, book, args.repeat, {s.strip() for s in args.skip.split(",") if s.strip()},
+                  args.reference_accounts)
+    ctx.floor = best_of(memory_floor(book), args.repeat)
+    header = (f"{book.n_accounts:,} accounts / {book.positions.num_rows:,} positions, {os.cpu_count()} cores, "
+              f"best of {args.repeat}; memory-read floor {_fmt(ctx.floor)}")
+    print(header)
+    for section in sections():
+        title, rows, base = section(ctx)
+        base_time = dict(rows)[base]
+        print(f"\n{title}\n")
+        print(f"| {'contender':<72} | {'time':>10} | {'vs fastrisk':>11} | {'vs floor':>8} |")
+        print(f"|{'-' * 74}|{'-' * 12}|{'-' * 13}|{'-' * 10}|")
+        for name, t in rows:
+            print(f"| {name:<72} | {_fmt(t):>10} | {t / base_time:>10.2f}x | {t / ctx.floor:>7.1f}x |")
+    cold, warm = first_call_times()
     print(f"\nfirst account_risk call in a new process: cold (compiling) {cold:.2f} s, "
           f"warm (cached kernels) {warm:.3f} s")
     return 0
