@@ -146,6 +146,9 @@ class Market:
                              "amount[i-1] + cap[i-1]*(mmf[i]-mmf[i-1]) (1e-9 relative); expected "
                              + ", ".join(f"{x:.10g}" for x in amount[off][:5]), rows, len(rows),
                              examples(t, TIERS, "maintenance_amount", rows))
+        # A supplied amount (within 1e-9 of continuity) is used as given, so that a venue's published
+        # figures are reproduced exactly; absent ones are derived.
+        amount = np.where(valid, supplied[order], amount)
         starts = list(np.flatnonzero(first)) + [len(order)]
 
         # Instruments -> schedule codes; flat-margin futures get their own one-bracket schedule.
