@@ -243,10 +243,17 @@ def conform(source, schema: Schema, *, check_bounds: bool = True) -> pa.Table:
 
 def _convert(arr: pa.Array, col: Column, schema: Schema, t: pa.Table) -> pa.Array:
     if col.is_string:
-        value_type = arr.type.value_type if pa.types.is_dictionary(arr.type) else arr.type
-        if pa.types.is_string(value_type) or pa.types.is_large_string(value_type) or \
-                pa.types.is_string_view(value_type):
+        # Dictionary-encoded strings stay encoded (cheap codes); large and view strings (Polars exports
+        # string_view) become plain strings, which every Arrow compute function accepts.
+        if pa.types.is_dictionary(arr.type):
+            if pa.types.is_string(arr.type.value_type):
+                return arr
+            if pa.types.is_large_string(arr.type.value_type) or pa.types.is_string_view(arr.type.value_type):
+                return pa.DictionaryArray.from_arrays(arr.indices, arr.dictionary.cast(pa.string()))
+        elif pa.types.is_string(arr.type):
             return arr
+        elif pa.types.is_large_string(arr.type) or pa.types.is_string_view(arr.type):
+            return arr.cast(pa.string())
         raise InputError(schema.name, col.name, f"must be a string column, got {arr.type}")
     if arr.type == col.type:
         return arr
