@@ -15,12 +15,17 @@ from numba import prange
 
 from ..codes import BANKRUPT, CALL, HEALTHY, INVERSE, LIQUIDATABLE, LINEAR, MARGIN_CALL, OPTION
 from ._jit import chunked, inline, kernel
+from .valuation import black76, marked_value
 
 # Float outputs of ``account_margin``, in row order of its result.
 ACCOUNT_FLOAT_COLUMNS = ("collateral", "unrealized_pnl", "option_value", "equity", "initial_margin",
                          "maintenance_margin", "margin_ratio", "free_collateral", "gross_notional", "leverage",
                          "isolated_equity")
 N_ACCOUNT_FLOATS = len(ACCOUNT_FLOAT_COLUMNS)
+
+# Which rows ``account_figures_at`` sums: all of them, only those that move with the moved underlying, or
+# only those that do not (liquidation prices evaluate the fixed part once and the moving part per trial).
+PART_ALL, PART_MOVED, PART_FIXED = 0, 1, 2
 
 
 @inline
@@ -94,12 +99,104 @@ def account_status(equity, mm, margin_call_ratio):
     return ratio, HEALTHY
 
 
-@inline
-def account_figures(a, pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin,
-                    bal_start, bal_asset, bal_amount, inst, tiers, price, forward, settle_px, asset_px,
-                    asset_cw, asset_bw, option_margin):
-    """Cross-margin figures of account ``a`` at the given instrument prices, summed in row order.
+# Where a position's contribution goes (``position_usd``): the cross futures PnL, the cross option value,
+# or its own isolated bucket.
+CROSS_FUTURE, CROSS_OPTION, ISOLATED = 0, 1, 2
 
+
+@inline
+def position_usd(p, pos_instrument, quantity, entry_price, isolated, isolated_margin, inst, tiers, price, forward,
+                 settle_px, option_margin):
+    """What position ``p`` adds to its account at the given instrument prices, in USD:
+    ``(bucket, value, im, mm, gross_notional, isolated_liquidatable)``.
+
+    ``bucket`` is CROSS_FUTURE (``value`` = upnl), CROSS_OPTION (``value`` = q*c*V) or ISOLATED (``value``
+    = the bucket's equity; margins and notional are 0 because they stay out of the cross figures). Stress
+    and portfolio margin re-evaluate single positions with this, so it is the one place the rule lives.
+    """
+    kind, size, tier_first, tier_last, option_type, strike = inst
+    i = pos_instrument[p]
+    notional, upnl, value, im, mm, _ = position_figures(
+        kind[i], quantity[p], size[i], price[i], forward[i], entry_price[p], tier_first[i], tier_last[i],
+        option_type[i], strike[i], tiers, option_margin)
+    px = settle_px[i]
+    if isolated[p]:
+        eq, liq = isolated_bucket(isolated_margin[p], value, mm, px)
+        return ISOLATED, eq, 0.0, 0.0, 0.0, liq
+    if kind[i] == OPTION:
+        return CROSS_OPTION, value * px, im * px, mm * px, notional * px, False
+    return CROSS_FUTURE, upnl * px, im * px, mm * px, notional * px, False
+
+
+@inline
+def add_position(sums, contribution):
+    """``sums = (upnl, option_value, im, mm, gross, isolated_equity, n_isolated_liquidatable)`` plus one
+    ``position_usd`` contribution, each figure summed in the order positions are added."""
+    upnl, optv, im, mm, gross, iso_eq, n_liq = sums
+    bucket, value, p_im, p_mm, p_gross, liq = contribution
+    if bucket == ISOLATED:
+        return upnl, optv, im, mm, gross, iso_eq + value, n_liq + liq
+    if bucket == CROSS_OPTION:
+        optv += value
+    else:
+        upnl += value
+    return upnl, optv, im + p_im, mm + p_mm, gross + p_gross, iso_eq, n_liq
+
+
+@inline
+def balance_usd(b, bal_asset, bal_amount, asset_px, asset_cw, asset_bw):
+    """USD collateral value of balance row ``b``: price*amount*(collateral_weight if amount > 0 else
+    borrow_weight) (SPEC §3)."""
+    k = bal_asset[b]
+    amt = bal_amount[b]
+    return asset_px[k] * amt * (asset_cw[k] if amt > 0.0 else asset_bw[k])
+
+
+NO_POSITIONS = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
+
+
+@inline
+def touches(i, u, moving):
+    """Does instrument ``i`` move when underlying ``u`` moves (its own underlying, or its settle asset's)?"""
+    return u >= 0 and (moving[0][i] == u or moving[1][i] == u)
+
+
+@inline
+def moved_instrument(i, u, m, kind, option_type, strike, price, forward, settle_px, moving):
+    """``(price, forward, settle_px)`` of instrument ``i`` with underlying ``u`` moved by the factor ``m`` on
+    top of the valuation given (``u < 0``: the valuation unchanged, read as is).
+
+    ``moving = (inst_underlying [i], settle_underlying [i], asset_underlying [asset], mark [i], model_base [i],
+    expiry_years [i], vol [i], rate)``: what it takes to move an instrument by itself. Futures' marks and the
+    forward scale by ``m``; options are re-valued with Black-76 at the moved forward, a given mark moving by
+    the model's change (``valuation.marked_value``); a settle asset that follows ``u`` scales by ``m``.
+    """
+    p = price[i]
+    f = forward[i]
+    s = settle_px[i]
+    if u >= 0:
+        inst_underlying, settle_underlying, _, mark, model_base, years, vol, rate = moving
+        if inst_underlying[i] == u:
+            f = f * m
+            if kind[i] == OPTION:
+                v = black76(f, strike[i], years[i], vol[i], option_type[i] == CALL, rate)[0]
+                p = marked_value(mark[i], v, model_base[i])
+            else:
+                p = p * m
+        if settle_underlying[i] == u:
+            s = s * m
+    return p, f, s
+
+
+@inline
+def account_figures_at(a, pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin,
+                       bal_start, bal_asset, bal_amount, inst, tiers, price, forward, settle_px, asset_px,
+                       asset_cw, asset_bw, option_margin, u, m, moving, part):
+    """Cross-margin figures of account ``a`` with underlying ``u`` moved by ``m`` on top of the given
+    instrument prices (see ``moved_instrument``; ``u < 0`` moves nothing), summed in row order.
+
+    ``part`` selects the rows summed: ``PART_ALL``; ``PART_MOVED``, only positions that move with ``u`` and
+    balances in assets that follow it; ``PART_FIXED``, the others. The two parts add up to the whole.
     ``inst = (kind, size, tier_first, tier_last, option_type, strike)`` per instrument; ``settle_px`` [i] and
     ``asset_px`` [a] are USD prices. Returns ``(collateral, upnl, option_value, im, mm, gross_notional,
     isolated_equity, n_isolated_liquidatable)`` in USD.
@@ -114,10 +211,12 @@ def account_figures(a, pos_start, pos_instrument, quantity, entry_price, isolate
     n_iso_liq = 0
     for p in range(pos_start[a], pos_start[a + 1]):
         i = pos_instrument[p]
+        if part != PART_ALL and (part == PART_MOVED) != touches(i, u, moving):
+            continue
+        pr, fw, px = moved_instrument(i, u, m, kind, option_type, strike, price, forward, settle_px, moving)
         notional, upnl, value, im, mm, _ = position_figures(
-            kind[i], quantity[p], size[i], price[i], forward[i], entry_price[p], tier_first[i], tier_last[i],
+            kind[i], quantity[p], size[i], pr, fw, entry_price[p], tier_first[i], tier_last[i],
             option_type[i], strike[i], tiers, option_margin)
-        px = settle_px[i]
         if isolated[p]:
             eq, liq = isolated_bucket(isolated_margin[p], value, mm, px)
             iso_equity += eq
@@ -134,8 +233,25 @@ def account_figures(a, pos_start, pos_instrument, quantity, entry_price, isolate
     for b in range(bal_start[a], bal_start[a + 1]):
         k = bal_asset[b]
         amt = bal_amount[b]
-        collateral += asset_px[k] * amt * (asset_cw[k] if amt > 0.0 else asset_bw[k])
+        px = asset_px[k]
+        if part != PART_ALL and (part == PART_MOVED) != (u >= 0 and moving[2][k] == u):
+            continue
+        if u >= 0 and moving[2][k] == u:
+            px = px * m
+        collateral += px * amt * (asset_cw[k] if amt > 0.0 else asset_bw[k])
     return collateral, upnl_sum, option_sum, im_sum, mm_sum, gross, iso_equity, n_iso_liq
+
+
+@inline
+def account_figures(a, pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin,
+                    bal_start, bal_asset, bal_amount, inst, tiers, price, forward, settle_px, asset_px,
+                    asset_cw, asset_bw, option_margin):
+    """Cross-margin figures of account ``a`` at the given instrument prices: ``account_figures_at`` with
+    nothing moved (the placeholders in ``moving`` are never read when ``u < 0``)."""
+    moving = (pos_instrument, pos_instrument, bal_asset, price, price, price, price, 0.0)
+    return account_figures_at(a, pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin,
+                              bal_start, bal_asset, bal_amount, inst, tiers, price, forward, settle_px,
+                              asset_px, asset_cw, asset_bw, option_margin, -1, 1.0, moving, PART_ALL)
 
 
 @kernel(parallel=True)

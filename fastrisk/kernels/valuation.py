@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from ..codes import CALL, OPTION
-from ._jit import kernel
+from ._jit import inline, kernel
 
 _SQRT2 = math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -56,6 +56,29 @@ def black76(forward, strike, years, vol, is_call, rate):
     return value, delta, gamma, vega, -dv_dyears / _DAYS_PER_YEAR
 
 
+@inline
+def marked_value(mark, model, model_base):
+    """An option's price: the model's where no mark is given (``mark`` NaN); otherwise the mark moved by
+    the model's change from its base, so that a given mark never creates a spurious loss (SPEC §2)."""
+    if np.isnan(mark):
+        return model
+    return mark + (model - model_base)
+
+
+@kernel
+def model_base_values(kind, underlying, index_price, option_type, strike, expiry_years, implied_vol, rate):
+    """Black-76 value of every option at today's index and implied vol (NaN for futures): the base a given
+    mark is moved from when the underlying moves (see ``marked_value``). A property of the instrument,
+    computed once, so that kernels moving one underlying per account never re-price the base."""
+    n = kind.shape[0]
+    out = np.full(n, np.nan)
+    for i in range(n):
+        if kind[i] == OPTION:
+            out[i] = black76(index_price[underlying[i]], strike[i], expiry_years[i], implied_vol[i],
+                             option_type[i] == CALL, rate)[0]
+    return out
+
+
 @kernel
 def asset_prices(asset_price, asset_underlying, mult_u):
     """USD price of each asset, moved with the underlying it follows."""
@@ -95,10 +118,9 @@ def instrument_prices(kind, underlying, mark, index_price, option_type, strike, 
         is_call = option_type[i] == CALL
         vol = max(implied_vol[i] + vol_shift_u[u], 1e-4)
         v, d, g, ve, th = black76(forward[i], strike[i], expiry_years[i], vol, is_call, rate)
-        if np.isnan(mark[i]):
-            price[i] = v
-        else:
+        base = v
+        if not np.isnan(mark[i]):
             base = black76(index_price[u], strike[i], expiry_years[i], implied_vol[i], is_call, rate)[0]
-            price[i] = mark[i] + (v - base)
+        price[i] = marked_value(mark[i], v, base)
         delta[i], gamma[i], vega[i], theta[i] = d, g, ve, th
     return price, forward, delta, gamma, vega, theta
