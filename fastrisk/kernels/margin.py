@@ -105,21 +105,20 @@ CROSS_FUTURE, CROSS_OPTION, ISOLATED = 0, 1, 2
 
 
 @inline
-def position_usd(p, pos_instrument, quantity, entry_price, isolated, isolated_margin, inst, tiers, price, forward,
-                 settle_px, option_margin):
-    """What position ``p`` adds to its account at the given instrument prices, in USD:
-    ``(bucket, value, im, mm, gross_notional, isolated_liquidatable)``.
+def position_usd(p, i, price, forward, px, quantity, entry_price, isolated, isolated_margin, inst, tiers,
+                 option_margin):
+    """What position ``p`` (on instrument ``i``, at instrument price ``price``, forward ``forward`` and settle
+    asset USD price ``px``) adds to its account, in USD: ``(bucket, value, im, mm, gross_notional,
+    isolated_liquidatable)``.
 
     ``bucket`` is CROSS_FUTURE (``value`` = upnl), CROSS_OPTION (``value`` = q*c*V) or ISOLATED (``value``
-    = the bucket's equity; margins and notional are 0 because they stay out of the cross figures). Stress
-    and portfolio margin re-evaluate single positions with this, so it is the one place the rule lives.
+    = the bucket's equity; margins and notional are 0 because they stay out of the cross figures). Account
+    sums, stress and portfolio margin all evaluate positions with this, so it is the one place the rule lives.
     """
     kind, size, tier_first, tier_last, option_type, strike = inst
-    i = pos_instrument[p]
     notional, upnl, value, im, mm, _ = position_figures(
-        kind[i], quantity[p], size[i], price[i], forward[i], entry_price[p], tier_first[i], tier_last[i],
+        kind[i], quantity[p], size[i], price, forward, entry_price[p], tier_first[i], tier_last[i],
         option_type[i], strike[i], tiers, option_margin)
-    px = settle_px[i]
     if isolated[p]:
         eq, liq = isolated_bucket(isolated_margin[p], value, mm, px)
         return ISOLATED, eq, 0.0, 0.0, 0.0, liq
@@ -144,12 +143,10 @@ def add_position(sums, contribution):
 
 
 @inline
-def balance_usd(b, bal_asset, bal_amount, asset_px, asset_cw, asset_bw):
-    """USD collateral value of balance row ``b``: price*amount*(collateral_weight if amount > 0 else
-    borrow_weight) (SPEC §3)."""
-    k = bal_asset[b]
-    amt = bal_amount[b]
-    return asset_px[k] * amt * (asset_cw[k] if amt > 0.0 else asset_bw[k])
+def balance_usd(px, amount, collateral_weight, borrow_weight):
+    """USD collateral value of a balance of ``amount`` units of an asset priced ``px``:
+    px*amount*(collateral_weight if amount > 0 else borrow_weight) (SPEC §3)."""
+    return px * amount * (collateral_weight if amount > 0.0 else borrow_weight)
 
 
 NO_POSITIONS = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
@@ -202,43 +199,24 @@ def account_figures_at(a, pos_start, pos_instrument, quantity, entry_price, isol
     isolated_equity, n_isolated_liquidatable)`` in USD.
     """
     kind, size, tier_first, tier_last, option_type, strike = inst
-    upnl_sum = 0.0
-    option_sum = 0.0
-    im_sum = 0.0
-    mm_sum = 0.0
-    gross = 0.0
-    iso_equity = 0.0
-    n_iso_liq = 0
+    sums = NO_POSITIONS
     for p in range(pos_start[a], pos_start[a + 1]):
         i = pos_instrument[p]
         if part != PART_ALL and (part == PART_MOVED) != touches(i, u, moving):
             continue
         pr, fw, px = moved_instrument(i, u, m, kind, option_type, strike, price, forward, settle_px, moving)
-        notional, upnl, value, im, mm, _ = position_figures(
-            kind[i], quantity[p], size[i], pr, fw, entry_price[p], tier_first[i], tier_last[i],
-            option_type[i], strike[i], tiers, option_margin)
-        if isolated[p]:
-            eq, liq = isolated_bucket(isolated_margin[p], value, mm, px)
-            iso_equity += eq
-            n_iso_liq += liq
-            continue
-        if kind[i] == OPTION:
-            option_sum += value * px
-        else:
-            upnl_sum += upnl * px
-        im_sum += im * px
-        mm_sum += mm * px
-        gross += notional * px
+        sums = add_position(sums, position_usd(p, i, pr, fw, px, quantity, entry_price, isolated,
+                                               isolated_margin, inst, tiers, option_margin))
     collateral = 0.0
     for b in range(bal_start[a], bal_start[a + 1]):
         k = bal_asset[b]
-        amt = bal_amount[b]
         px = asset_px[k]
         if part != PART_ALL and (part == PART_MOVED) != (u >= 0 and moving[2][k] == u):
             continue
         if u >= 0 and moving[2][k] == u:
             px = px * m
-        collateral += px * amt * (asset_cw[k] if amt > 0.0 else asset_bw[k])
+        collateral += balance_usd(px, bal_amount[b], asset_cw[k], asset_bw[k])
+    upnl_sum, option_sum, im_sum, mm_sum, gross, iso_equity, n_iso_liq = sums
     return collateral, upnl_sum, option_sum, im_sum, mm_sum, gross, iso_equity, n_iso_liq
 
 
