@@ -160,7 +160,18 @@ BALANCES = Schema("balances", (
     Column("amount", F64, "signed balance, negative = borrowed", "asset units"),
 ), key=("account_id", "asset"))
 
-SCHEMAS = {s.name: s for s in (ASSETS, UNDERLYINGS, INSTRUMENTS, TIERS, POSITIONS, BALANCES)}
+SCENARIOS = Schema("scenarios", (
+    Column("scenario_id", I32, "scenario identifier: a scenario is all rows with one id"),
+    Column("underlying", STR, "underlying the row moves (in underlyings); the others stay put"),
+    Column("price_shock", F64, "relative move of the underlying, its instruments and the assets that follow it",
+           "fraction", lo=-1, lo_open=True),
+    Column("vol_shock", F64, "absolute implied-vol shift of the underlying's options (vol floored at 1e-4)",
+           "vol points", required=False, default=0.0),
+    Column("weight", F64, "fraction of the scenario's loss that counts (one value per scenario_id)",
+           required=False, default=1.0, lo=0, hi=1),
+), key=("scenario_id", "underlying"))
+
+SCHEMAS = {s.name: s for s in (ASSETS, UNDERLYINGS, INSTRUMENTS, TIERS, POSITIONS, BALANCES, SCENARIOS)}
 
 
 # ---------------------------------------------------------------------------------------------- reading
