@@ -32,28 +32,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fastrisk.codes import STATUS_NAMES
+from fastrisk.tables import ACCOUNT_RISK, STATUS_TYPE
 
 __all__ = ["numpy_account_risk", "polars_account_risk", "duckdb_account_risk", "ACCOUNT_SCHEMA"]
 
-STATUS_TYPE = pa.dictionary(pa.int8(), pa.string())
-
-ACCOUNT_SCHEMA = pa.schema([
-    ("account_id", pa.int64()),
-    ("collateral", pa.float64()),
-    ("unrealized_pnl", pa.float64()),
-    ("option_value", pa.float64()),
-    ("equity", pa.float64()),
-    ("initial_margin", pa.float64()),
-    ("maintenance_margin", pa.float64()),
-    ("margin_ratio", pa.float64()),
-    ("free_collateral", pa.float64()),
-    ("gross_notional", pa.float64()),
-    ("leverage", pa.float64()),
-    ("status", STATUS_TYPE),
-    ("n_positions", pa.int32()),
-    ("isolated_equity", pa.float64()),
-    ("n_isolated_liquidatable", pa.int32()),
-])
+ACCOUNT_SCHEMA = ACCOUNT_RISK
 
 # Positions per NumPy block: the temporaries of a block stay in cache instead of streaming 10M-row arrays.
 _BLOCK = 1 << 16

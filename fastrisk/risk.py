@@ -10,6 +10,7 @@ import pyarrow as pa
 from . import codes as C
 from .book import Book, BoundBook
 from .market import Market
+from .tables import ACCOUNT_RISK, POSITION_RISK
 
 OPTION_MARGIN = (0.15, 0.10, 0.075)  # Deribit-shaped short-option margin: IM fraction, IM floor, MM fraction
 MARGIN_CALL_RATIO = 0.8
@@ -67,9 +68,6 @@ def _account_outputs(market: Market, bound: BoundBook, val: Valuation, option_ma
     return out
 
 
-STATUS_TYPE = pa.dictionary(pa.int8(), pa.string())
-
-
 def status_array(status: np.ndarray) -> pa.DictionaryArray:
     return pa.DictionaryArray.from_arrays(pa.array(status, pa.int8()), pa.array(C.STATUS_NAMES))
 
@@ -114,7 +112,7 @@ def account_risk(market: Market, book: Book, mode: str = "cross", scenarios=None
         "n_positions": n_positions,
         "isolated_equity": col["isolated_equity"],
         "n_isolated_liquidatable": n_iso_liq,
-    })
+    }, schema=ACCOUNT_RISK)
 
 
 def position_risk(market: Market, book: Book, *, rate: float = 0.0, option_margin=OPTION_MARGIN) -> pa.Table:
@@ -166,4 +164,4 @@ def position_risk(market: Market, book: Book, *, rate: float = 0.0, option_margi
         "gamma": units * val.gamma[i],
         "vega": usd * val.vega[i],
         "theta": usd * val.theta[i],
-    })
+    }, schema=POSITION_RISK)

@@ -171,6 +171,26 @@ SCENARIOS = Schema("scenarios", (
            required=False, default=1.0, lo=0, hi=1),
 ), key=("scenario_id", "underlying"))
 
+# ------------------------------------------------------------------------------------------- outputs
+# Every implementation (kernels, reference, peers) returns exactly these schemas.
+
+STATUS_TYPE = pa.dictionary(pa.int8(), pa.string())
+
+ACCOUNT_RISK = pa.schema([
+    ("account_id", I64), ("collateral", F64), ("unrealized_pnl", F64), ("option_value", F64), ("equity", F64),
+    ("initial_margin", F64), ("maintenance_margin", F64), ("margin_ratio", F64), ("free_collateral", F64),
+    ("gross_notional", F64), ("leverage", F64), ("status", STATUS_TYPE), ("n_positions", I32),
+    ("isolated_equity", F64), ("n_isolated_liquidatable", I32),
+])
+
+POSITION_RISK = pa.schema([
+    ("account_id", I64), ("instrument_id", I32), ("isolated", pa.bool_()), ("quantity", F64),
+    ("mark_price", F64), ("notional_usd", F64), ("upnl_usd", F64), ("value_usd", F64), ("tier", pa.int16()),
+    ("initial_margin", F64), ("maintenance_margin", F64), ("isolated_equity", F64), ("liquidatable", pa.bool_()),
+    ("delta", F64), ("gamma", F64), ("vega", F64), ("theta", F64),
+])
+
+
 SCHEMAS = {s.name: s for s in (ASSETS, UNDERLYINGS, INSTRUMENTS, TIERS, POSITIONS, BALANCES, SCENARIOS)}
 
 

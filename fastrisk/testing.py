@@ -8,7 +8,8 @@ import pyarrow as pa
 
 def assert_tables_close(actual: pa.Table, expected: pa.Table, rtol: float = 1e-12, *, key: str = "account_id",
                         columns=None) -> None:
-    """Equal column names and keys; equal non-float columns; float columns equal within ``rtol`` relative
+    """Equal column names and keys; equal non-float columns; float columns null in the same rows and
+    otherwise equal within ``rtol`` relative
     to the larger of the two values, with an absolute floor of ``rtol`` times the column's largest finite
     magnitude (so that a cancellation to ~0 is not judged by its own tiny size). Infinities must match
     exactly; a NaN anywhere fails.
@@ -22,8 +23,12 @@ def assert_tables_close(actual: pa.Table, expected: pa.Table, rtol: float = 1e-1
     for c in columns:
         a, e = actual.column(c), expected.column(c)
         if pa.types.is_floating(e.type):
-            a = a.to_numpy(zero_copy_only=False).astype(float)
-            e = e.to_numpy(zero_copy_only=False).astype(float)
+            a_null = a.is_null().to_numpy(zero_copy_only=False)
+            e_null = e.is_null().to_numpy(zero_copy_only=False)
+            rows = np.flatnonzero(a_null != e_null)
+            assert not len(rows), f"{c}: null in one table only, at {key}={ke[rows[:5]]}"
+            a = a.fill_null(0.0).to_numpy(zero_copy_only=False).astype(float)
+            e = e.fill_null(0.0).to_numpy(zero_copy_only=False).astype(float)
             assert not np.isnan(a).any(), f"{c}: NaN in actual at rows {np.flatnonzero(np.isnan(a))[:5]}"
             assert not np.isnan(e).any(), f"{c}: NaN in expected at rows {np.flatnonzero(np.isnan(e))[:5]}"
             inf = np.isinf(a) | np.isinf(e)

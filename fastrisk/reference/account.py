@@ -19,6 +19,7 @@ from datetime import timezone
 import pyarrow as pa
 from scipy.stats import norm
 
+from fastrisk.tables import ACCOUNT_RISK, POSITION_RISK
 from fastrisk.codes import STATUS_NAMES  # ("healthy", "margin_call", "liquidatable", "bankrupt"), index = code
 
 __all__ = ["account_risk", "position_risk", "black76", "tier_margin", "year_fraction", "derive_amounts"]
@@ -26,41 +27,7 @@ __all__ = ["account_risk", "position_risk", "black76", "tier_margin", "year_frac
 SECONDS_PER_YEAR = 365 * 86400  # SPEC §2: T in years of 365 days
 DAYS_PER_YEAR = 365  # theta is per calendar day
 
-ACCOUNT_SCHEMA = pa.schema([
-    ("account_id", pa.int64()),
-    ("collateral", pa.float64()),
-    ("unrealized_pnl", pa.float64()),
-    ("option_value", pa.float64()),
-    ("equity", pa.float64()),
-    ("initial_margin", pa.float64()),
-    ("maintenance_margin", pa.float64()),
-    ("margin_ratio", pa.float64()),
-    ("free_collateral", pa.float64()),
-    ("gross_notional", pa.float64()),
-    ("leverage", pa.float64()),
-    ("status", pa.dictionary(pa.int8(), pa.string())),
-    ("n_positions", pa.int32()),
-    ("isolated_equity", pa.float64()),
-    ("n_isolated_liquidatable", pa.int32()),
-])
-
-POSITION_SCHEMA = pa.schema([
-    ("account_id", pa.int64()),
-    ("instrument_id", pa.int32()),
-    ("isolated", pa.bool_()),
-    ("quantity", pa.float64()),
-    ("mark_price", pa.float64()),
-    ("notional_usd", pa.float64()),
-    ("upnl_usd", pa.float64()),
-    ("value_usd", pa.float64()),
-    ("tier", pa.int16()),
-    ("initial_margin", pa.float64()),
-    ("maintenance_margin", pa.float64()),
-    ("delta", pa.float64()),
-    ("gamma", pa.float64()),
-    ("vega", pa.float64()),
-    ("theta", pa.float64()),
-])
+ACCOUNT_SCHEMA, POSITION_SCHEMA = ACCOUNT_RISK, POSITION_RISK  # declared once, in fastrisk.tables
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -326,6 +293,18 @@ def _value_position(pos, view, rate, option_margin):
     return out
 
 
+def _isolated_bucket(p):
+    """An isolated position's own bucket: equity (isolated_margin + upnl or option value) in USD, and
+    whether it is liquidatable (MM > 0 and equity <= MM)."""
+    equity = (p["isolated_margin"] + p["value_settle"]) * p["settle_price"]
+    return equity, p["maintenance_margin"] > 0 and equity <= p["maintenance_margin"]
+
+
+def _with_isolated_columns(p):
+    equity, liquidatable = _isolated_bucket(p) if p["isolated"] else (None, None)
+    return dict(p, isolated_equity=equity, liquidatable=liquidatable)
+
+
 def _sorted_positions(book):
     rows = _rows(book.positions)
     rows.sort(key=lambda r: (r["account_id"], r["instrument_id"], r.get("isolated_margin") is not None))
@@ -355,7 +334,7 @@ def position_risk(market, book, *, rate=0.0, option_margin=(0.15, 0.10, 0.075)) 
         (0 for futures). Option greeks are the model's (at implied_vol) even when a mark is given.
     """
     view = _MarketView(market)
-    rows = [_value_position(p, view, rate, option_margin) for p in _sorted_positions(book)]
+    rows = [_with_isolated_columns(_value_position(p, view, rate, option_margin)) for p in _sorted_positions(book)]
     return pa.table({f.name: pa.array([r[f.name] for r in rows], type=f.type) for f in POSITION_SCHEMA},
                     schema=POSITION_SCHEMA)
 
@@ -394,11 +373,9 @@ def _account(account_id, positions, balances, view, margin_call_ratio):
     n_iso_liq = 0
     for p in positions:
         if p["isolated"]:
-            # Its own bucket: (isolated_margin + upnl or option value) in USD, against its own MM.
-            eq_iso = (p["isolated_margin"] + p["value_settle"]) * p["settle_price"]
+            eq_iso, liquidatable = _isolated_bucket(p)
             iso_equity += eq_iso
-            if p["maintenance_margin"] > 0 and eq_iso <= p["maintenance_margin"]:
-                n_iso_liq += 1
+            n_iso_liq += liquidatable
             continue
         if p["is_option"]:
             option_value += p["value_usd"]
