@@ -74,20 +74,25 @@ def status_array(status: np.ndarray) -> pa.DictionaryArray:
 
 def account_risk(market: Market, book: Book, mode: str = "cross", scenarios=None, *,
                  margin_call_ratio: float = MARGIN_CALL_RATIO, rate: float = 0.0,
-                 option_margin=OPTION_MARGIN) -> pa.Table:
-    """Cross-margin risk of every account (SPEC §3).
+                 option_margin=OPTION_MARGIN, im_factor: float = 1.25) -> pa.Table:
+    """Cross-margin risk of every account (SPEC §3), or its portfolio margin (SPEC §5).
 
     Parameters
     ----------
     market, book : Market, Book
-    mode : {"cross"}
-        ``"portfolio"`` (scenario-based margin, SPEC §5) arrives with the stress issue.
+    mode : {"cross", "portfolio"}
+        ``"portfolio"``: IM and MM from scenario losses (``fastrisk.portfolio``); every other column as in
+        cross mode, margin_ratio, free_collateral and status derived from the portfolio margins.
+    scenarios : table source, optional
+        Portfolio mode: the SPEC §5 scenarios; default ``fastrisk.scenarios.span`` of every underlying.
     margin_call_ratio : float
         ``margin_ratio`` at or above which a solvent account is in ``margin_call``.
     rate : float
         Continuously compounded rate for option discounting.
     option_margin : (float, float, float)
         Short-option IM fraction, IM floor fraction, MM fraction (Deribit: 0.15, 0.10, 0.075).
+    im_factor : float
+        Portfolio mode: IM = im_factor x MM.
 
     Returns
     -------
@@ -97,13 +102,20 @@ def account_risk(market: Market, book: Book, mode: str = "cross", scenarios=None
         initial_margin, maintenance_margin, margin_ratio, free_collateral, gross_notional, leverage,
         status, n_positions, isolated_equity, n_isolated_liquidatable.
     """
-    if mode != "cross":
-        raise NotImplementedError(f"mode={mode!r}: only 'cross' is implemented so far")
+    if mode not in ("cross", "portfolio"):
+        raise ValueError(f"mode must be 'cross' or 'portfolio', not {mode!r}")
     from .kernels.margin import ACCOUNT_FLOAT_COLUMNS
 
     bound = book.bind(market)
-    floats, status, n_positions, n_iso_liq = _account_outputs(
-        market, bound, value_instruments(market, rate=rate), option_margin, margin_call_ratio)
+    if mode == "portfolio":
+        from .portfolio import portfolio_outputs
+
+        outputs = portfolio_outputs(market, bound, scenarios, rate=rate, option_margin=option_margin,
+                                    margin_call_ratio=margin_call_ratio, im_factor=im_factor)
+    else:
+        outputs = _account_outputs(market, bound, value_instruments(market, rate=rate), option_margin,
+                                   margin_call_ratio)
+    floats, status, n_positions, n_iso_liq = outputs
     col = {name: floats[k] for k, name in enumerate(ACCOUNT_FLOAT_COLUMNS)}
     return pa.table({
         "account_id": bound.book.account_id,
