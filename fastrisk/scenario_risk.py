@@ -1,5 +1,9 @@
 """Stress tests (SPEC §5): every account of the venue revalued under every scenario.
 
+(``fastrisk.stress`` is the function; the module has another name so that importing it never replaces the
+package's ``stress`` attribute with a module.) ``revalue`` and the chunk helpers are shared with portfolio
+margin and exposures.
+
 ``stress(market, book, scenarios)`` moves, per scenario, every instrument on the named underlyings, their
 index and the assets that follow them (``risk.value_instruments``, once per scenario and instrument), then
 takes each account through all scenarios with the account margin code of ``account_risk``
