@@ -13,7 +13,8 @@ N_ACCOUNTS = int(os.environ.get("FASTRISK_BENCH_ACCOUNTS", "1000000"))
 
 @pytest.fixture(scope="session")
 def tables():
-    return fr.generate.exchange_tables(N_ACCOUNTS, seed=1)
+    # Futures only: the account_risk benchmarks compare with peers that do not price options.
+    return fr.generate.exchange_tables(N_ACCOUNTS, seed=1, options=False)
 
 
 @pytest.fixture(scope="session")

@@ -154,7 +154,9 @@ def run(args) -> int:
     from .market import Market
 
     print(f"generating {args.accounts:,} accounts (seed {args.seed}) ...", file=sys.stderr)
-    tables = generate.exchange_tables(args.accounts, seed=args.seed)
+    # Futures only: the peers compute futures and collateral, and every contender is checked against fastrisk.
+    # Sections that need options (stress) generate their own venue.
+    tables = generate.exchange_tables(args.accounts, seed=args.seed, options=False)
     market = Market(as_of=tables["as_of"], **{k: tables[k] for k in ("assets", "underlyings", "instruments",
                                                                       "tiers")})
     book = Book(positions=tables["positions"], balances=tables["balances"])

@@ -14,7 +14,7 @@ What the venue looks like (the choices a risk team would check):
   on a lot step, Binance style); coin-settled inverse perpetuals on BTC (100 USD) and ETH (10 USD); USDC-settled
   linear perpetuals on the majors with OKX-style contract sizes (integer contracts), two of which (BTCUSDC, ETHUSDC)
   use flat margin fractions instead of a tier schedule. Marks sit within a few bp of the index. With
-  ``options=True``: European option chains on BTC, ETH and SOL (Deribit-style symbols, USDC-settled, model priced,
+  ``options=True`` (the default): European option chains on BTC, ETH and SOL (Deribit-style symbols, USDC-settled, model priced,
   a skewed smile, five expiries from daily to quarterly).
 * **Tiers**: Binance-like schedules per class (BTC, ETH, ALT_MAJOR, ALT_SMALL; BTC_INV / ETH_INV in coin), 7-10
   brackets from 125x/100x/75x/50x down to 2x/1x, mmf about half the imf, continuity amounts per SPEC §1.
@@ -28,7 +28,8 @@ What the venue looks like (the choices a risk team would check):
   uPnL goes both ways. Then, by SPEC §3 with margin_call_ratio 0.8, a controlled share of leveraged accounts is put
   at a margin ratio of 0.15-0.78 (~4 %), in margin call (~3 %), liquidatable (~1 %) or bankrupt (~0.2 %) by
   shifting their entry prices, and ~2 % of isolated positions at or past maintenance; everyone else is healthy.
-* **Options** (``options=True``): ~5 % of the accounts with at least $5k trade options: buyers, writers, covered-call
+* **Options** (``options=True``, the default; ``options=False`` for a futures-only venue, e.g. to compare with
+  peers that do not price options): ~5 % of the accounts with at least $5k trade options: buyers, writers, covered-call
   writers (short calls on BTC/ETH they hold as collateral) and two-sided books; premiums around today's value.
 
 Everything is NumPy on whole columns: the only Python loops run over instruments, schedules or chunks of 65k rows.
@@ -114,7 +115,7 @@ _CHUNK = 1 << 16
 # ----------------------------------------------------------------------------------------------------------------
 
 def exchange_tables(n_accounts: int = 10_000, seed: int = 0, *, positions_per_account: float = 10.0,
-                    isolated_share: float = 0.03, as_of=None, options: bool = False,
+                    isolated_share: float = 0.03, as_of=None, options: bool = True,
                     n_underlyings: int = len(UNDERLYING_CATALOGUE)) -> dict:
     """Generate a synthetic venue as Arrow tables.
 
@@ -128,7 +129,7 @@ def exchange_tables(n_accounts: int = 10_000, seed: int = 0, *, positions_per_ac
     isolated_share : target share of position rows that are isolated.
     as_of : valuation time (datetime, date, ISO string or numpy datetime64; naive means UTC). Default
         ``DEFAULT_AS_OF`` so that a seed fully determines the venue. Option expiries lie after it.
-    options : add BTC/ETH/SOL option chains and option positions.
+    options : add BTC/ETH/SOL option chains and option positions (default); False: futures only.
     n_underlyings : how many underlyings of ``UNDERLYING_CATALOGUE`` to list (2..40; BTC and ETH always).
 
     Returns

@@ -459,3 +459,13 @@ def test_exchange_builds_market_and_book():
     assert book.positions.num_rows == t["positions"].num_rows
     assert book.balances.num_rows == t["balances"].num_rows
     assert market.instruments.num_rows == t["instruments"].num_rows
+
+
+def test_default_venue_has_options():
+    # The default venue trades options (the realistic mix); options=False is the futures-only venue peers use.
+    t = exchange_tables(2_000, 5)
+    kind = col(t["instruments"], "kind")
+    held = np.isin(col(t["positions"], "instrument_id"), col(t["instruments"], "instrument_id")[kind == "option"])
+    assert (kind == "option").sum() > 100 and 0.002 < held.mean() < 0.05
+    futures_only = exchange_tables(2_000, 5, options=False)
+    assert set(col(futures_only["instruments"], "kind")) == {"linear", "inverse"}
