@@ -6,13 +6,13 @@ Exit codes: 0 success, 2 bad input (the InputError message, no traceback), 1 int
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import traceback
 from pathlib import Path
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
 DEMO_ACCOUNTS = 200_000
+DEMO_SHOCK = "BTC=-0.2"  # the SPEC's example shock
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,7 +24,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--accounts", type=int, default=DEMO_ACCOUNTS, help=f"accounts (default {DEMO_ACCOUNTS:,})")
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--out", type=Path, default=Path("fastrisk-demo"), help="output directory")
-    d.add_argument("--quiet", action="store_true", help="no progress lines")
+    d.add_argument("--shock", action="append", metavar="U=MOVE",
+                   help=f"cascade shock (default {DEMO_SHOCK} when this version has cascades)")
+    _common(d)
 
     g = sub.add_parser("generate", help="write a synthetic venue directory (SPEC §1 layout)")
     g.add_argument("out", type=Path)
@@ -35,12 +37,22 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="validate a venue directory; exit 2 naming the first problem")
     v.add_argument("dir", type=Path)
 
-    r = sub.add_parser("run", help="end-of-day risk of a venue directory: account and position risk")
+    r = sub.add_parser("run", help="end-of-day risk of a venue directory: tables, summary.json, report.html")
     r.add_argument("dir", type=Path)
     r.add_argument("--out", type=Path, default=Path("fastrisk-out"))
     r.add_argument("--margin-call-ratio", type=float, default=0.8)
-    r.add_argument("--quiet", action="store_true")
-    r.add_argument("--json", action="store_true", help="print the summary as JSON")
+    r.add_argument("--shock", action="append", metavar="U=MOVE",
+                   help="also run a liquidation cascade after this move (repeatable), e.g. --shock BTC=-0.2")
+    _cascade_options(r)
+    _common(r)
+
+    c = sub.add_parser("cascade", help="liquidation cascade after a price shock, round by round")
+    c.add_argument("dir", type=Path)
+    c.add_argument("--shock", action="append", metavar="U=MOVE", required=True,
+                   help="relative move of an underlying (repeatable), e.g. --shock BTC=-0.2 --shock ETH=-10%%")
+    _cascade_options(c)
+    c.add_argument("--out", type=Path, help="also write the cascade tables, summary.json and report.html here")
+    _common(c)
 
     b = sub.add_parser("bench", help="side-by-side timings: fastrisk, reference, peers, memory-read floor")
     b.add_argument("--accounts", type=int, default=1_000_000)
@@ -51,6 +63,17 @@ def _parser() -> argparse.ArgumentParser:
                         "per account, scaled (it is 1000x slower)")
     b.add_argument("--skip", default="", help="comma-separated peers to skip (numpy,polars,duckdb,reference)")
     return p
+
+
+def _common(p) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON (for scripts)")
+
+
+def _cascade_options(p) -> None:
+    p.add_argument("--impact", choices=("sqrt", "linear"), help="price impact of forced flow (SPEC §6)")
+    p.add_argument("--insurance-fund", type=float, metavar="USD", help="insurance fund before the cascade")
+    p.add_argument("--max-rounds", type=int, metavar="N", help="stop after N rounds")
 
 
 def _version() -> str:
@@ -71,7 +94,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("fastrisk: interrupted", file=sys.stderr)
         return 130
-    except Exception:  # noqa: BLE001 - the CLI's last resort: report, with the traceback for a bug report
+    except Exception as e:  # noqa: BLE001 - the CLI's last resort: report, with the traceback for a bug report
+        from .run import Unavailable
+
+        if isinstance(e, Unavailable):
+            print(f"fastrisk: {e}", file=sys.stderr)
+            return EXIT_INTERNAL
         print("fastrisk: internal error (please report):", file=sys.stderr)
         traceback.print_exc()
         return EXIT_INTERNAL
@@ -82,9 +110,9 @@ def _generate(args) -> int:
     from .progress import Steps
 
     steps = Steps(args.quiet)
-    with steps.step(f"generating {args.accounts:,} accounts"):
+    with steps.step("generate", f"generating {args.accounts:,} accounts"):
         market, book = generate.exchange(args.accounts, seed=args.seed)
-    with steps.step(f"writing {args.out}"):
+    with steps.step("write", f"writing {args.out}"):
         market.to_dir(args.out)
         book.to_dir(args.out)
     print(f"wrote {book!r} and {market!r} to {args.out}")
@@ -95,11 +123,11 @@ def _load(directory: Path, steps):
     from .book import Book
     from .market import Market
 
-    with steps.step("reading and validating market"):
+    with steps.step("read_market", "reading and validating the market"):
         market = Market.from_dir(directory)
-    with steps.step("reading and validating book"):
+    with steps.step("read_book", "reading and validating the book"):
         book = Book.from_dir(directory)
-    with steps.step("resolving the book against the market"):
+    with steps.step("bind", "resolving the book against the market", book.positions.num_rows, "positions"):
         book.bind(market)
     return market, book
 
@@ -112,48 +140,108 @@ def _validate(args) -> int:
     return EXIT_OK
 
 
+def _options(args, shock):
+    from .run import Options
+
+    return Options(margin_call_ratio=getattr(args, "margin_call_ratio", 0.8), shock=shock or None,
+                   impact=getattr(args, "impact", None), insurance_fund=getattr(args, "insurance_fund", None),
+                   max_rounds=getattr(args, "max_rounds", None))
+
+
+def _require_cascade(shock) -> None:
+    """A requested cascade this version cannot run fails before the venue is read, not after."""
+    import fastrisk
+
+    from .run import Unavailable, engine_function
+
+    if shock and engine_function(fastrisk, "cascade") is None:
+        raise Unavailable("cascades (--shock) are not available in this version of fastrisk: "
+                          "fastrisk.cascade is missing")
+
+
 def _run(args) -> int:
     from .progress import Steps
+    from .run import parse_shock
 
+    shock = parse_shock(args.shock)  # a typo fails before the venue is read
+    _require_cascade(shock)
     steps = Steps(args.quiet)
     market, book = _load(args.dir, steps)
-    return _risk_job(market, book, args.out, steps, args, source=str(args.dir))
+    return _job(market, book, args.out, _options(args, shock), steps, args, source=str(args.dir))
 
 
 def _demo(args) -> int:
+    import fastrisk
+
     from . import generate
     from .progress import Steps
+    from .run import engine_function, parse_shock
 
+    if args.shock:
+        shock = parse_shock(args.shock)
+        _require_cascade(shock)
+    else:  # the showcase includes a cascade once this version has one
+        shock = parse_shock([DEMO_SHOCK]) if engine_function(fastrisk, "cascade") else None
     steps = Steps(args.quiet)
-    with steps.step(f"generating a venue of {args.accounts:,} accounts"):
+    with steps.step("generate", f"generating a venue of {args.accounts:,} accounts"):
         market, book = generate.exchange(args.accounts, seed=args.seed)
-    args.margin_call_ratio, args.json = 0.8, False
-    return _risk_job(market, book, args.out, steps, args, source=f"generate.exchange({args.accounts}, "
-                                                                    f"seed={args.seed})")
+    return _job(market, book, args.out, _options(args, shock), steps, args,
+                source=f"generate.exchange({args.accounts}, seed={args.seed})")
 
 
-def _risk_job(market, book, out: Path, steps, args, source: str) -> int:
-    from . import risk
-    from .io import write_parquet
-    from .summary import format_summary, summarize
+def _job(market, book, out: Path, options, steps, args, source: str) -> int:
+    from .run import dumps, run
+    from .summary import format_summary
 
-    with steps.step(f"account risk of {book.n_accounts:,} accounts"):
-        accounts = risk.account_risk(market, book, margin_call_ratio=args.margin_call_ratio)
-    with steps.step(f"position risk of {book.positions.num_rows:,} positions"):
-        positions = risk.position_risk(market, book)
-    with steps.step(f"writing results to {out}"):
-        write_parquet(accounts, out / "account_risk.parquet")
-        write_parquet(positions, out / "position_risk.parquet")
-        summary = summarize(market, book, accounts, positions, timings=steps.timings, source=source)
-        from .io import atomic_write
-
-        atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
-    if getattr(args, "json", False):
-        print(json.dumps(summary, indent=2))
+    result = run(market, book, out, options, progress=steps, source=source)
+    if args.json:
+        print(dumps(result.summary))
+        return EXIT_OK
+    print(format_summary(result.summary, result.tables["account_risk"]))
+    print(f"\nresults in {out}/: " + ", ".join(f.name for f in result.files))
+    if result.report is not None:
+        print(f"report: {result.report.resolve().as_uri()}")
     else:
-        print(format_summary(summary, accounts))
-        print(f"\nresults: {out}/account_risk.parquet, {out}/position_risk.parquet, {out}/summary.json")
+        print(f"report: not written ({result.report_note})")
     return EXIT_OK
+
+
+def _cascade(args) -> int:
+    from .progress import Steps
+    from .run import STEPS, dumps, parse_shock, run
+
+    shock = parse_shock(args.shock)
+    _require_cascade(shock)
+    steps = Steps(args.quiet)
+    market, book = _load(args.dir, steps)
+    # Written to disk, the cascade comes with the venue's account risk so that its report has the context.
+    wanted = ("account_risk", "cascade") if args.out else ("cascade",)
+    result = run(market, book, args.out, _options(args, shock), steps=[s for s in STEPS if s.name in wanted],
+                 progress=steps, source=str(args.dir))
+    if args.json:
+        print(dumps(result.summary))
+        return EXIT_OK
+    print(_format_rounds(result, market))
+    if args.out:
+        print(f"\nresults in {args.out}/: " + ", ".join(f.name for f in result.files))
+        if result.report is not None:
+            print(f"report: {result.report.resolve().as_uri()}")
+    return EXIT_OK
+
+
+def _format_rounds(result, market) -> str:
+    from .summary import format_cascade
+
+    try:  # the cascade module's own formatter, once it has one
+        from .cascade import format_rounds
+    except ImportError:
+        format_rounds = None
+    raw = result.results.get("cascade")
+    if format_rounds is not None and raw is not None:
+        return format_rounds(raw)
+    u = market.underlyings
+    index = dict(zip(u.column("underlying").to_pylist(), u.column("index_price").to_pylist()))
+    return format_cascade(result.tables["cascade_rounds"], index, result.summary["parameters"]["shock"])
 
 
 def _bench(args) -> int:
@@ -162,7 +250,8 @@ def _bench(args) -> int:
     return run(args)
 
 
-_COMMANDS = {"demo": _demo, "generate": _generate, "validate": _validate, "run": _run, "bench": _bench}
+_COMMANDS = {"demo": _demo, "generate": _generate, "validate": _validate, "run": _run, "cascade": _cascade,
+             "bench": _bench}
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

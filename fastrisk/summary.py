@@ -1,27 +1,87 @@
-"""Venue totals of a risk run, as a JSON-ready dict and as text for a terminal."""
+"""Venue totals of a risk run: JSON-ready dicts for ``summary.json``, text for a terminal, and the per-underlying
+aggregations the report plots. Everything is aggregated here, in pyarrow/NumPy over whole columns, once.
+
+Each ``*_summary`` function turns one step's tables into the dict that step adds to ``summary.json``. The
+tables of stress, liquidation prices, exposures and cascades come from functions whose exact output columns
+are settled by their own issues; columns are looked up by the names SPEC §4-6 uses, with the close variants
+listed in ``COLUMNS`` (see :func:`pick`), so a renamed column shows up as a missing figure, not a crash.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import math
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import codes as C
 
+# Figure -> column names it may have in a result table, the SPEC's word first. Used only where SPEC §4-6
+# describes a figure in prose rather than naming its column.
+COLUMNS = {
+    "scenario_loss": ("loss", "total_loss", "loss_usd", "total_loss_usd"),
+    "scenario_liquidatable": ("accounts_liquidatable", "n_liquidatable", "liquidatable",
+                              "accounts_liquidatable_after", "n_liquidatable_after", "liquidatable_after"),
+    "scenario_bankrupt": ("accounts_bankrupt", "n_bankrupt", "bankrupt", "accounts_bankrupt_after",
+                          "n_bankrupt_after", "bankrupt_after"),
+    "bad_debt": ("bad_debt", "bad_debt_usd"),
+    "round": ("round",),
+    "round_liquidated": ("round_liquidated", "round", "liquidated_round"),
+    "round_accounts": ("accounts_liquidated", "n_liquidated", "n_accounts_liquidated", "liquidated"),
+    "round_notional": ("notional_closed", "notional_closed_usd", "notional_liquidated", "liquidated_notional",
+                       "liquidated_notional_usd", "notional_usd", "notional"),
+    "insurance_fund_left": ("insurance_fund_left", "insurance_fund", "insurance_left", "fund_left"),
+    "account_loss": ("loss", "loss_usd"),
+}
 
-def summarize(market, book, accounts: pa.Table, positions: pa.Table, *, timings: dict, source: str) -> dict:
-    """Venue totals, accounts by status and run metadata (every money figure in USD)."""
+
+def pick(table: pa.Table | None, figure: str) -> str | None:
+    """The column of ``table`` holding ``figure`` (a key of ``COLUMNS`` or a plain column name), or None."""
+    if table is None:
+        return None
+    for name in COLUMNS.get(figure, (figure,)):
+        if name in table.column_names:
+            return name
+    return None
+
+
+def _f64(table: pa.Table, column: str) -> np.ndarray:
+    """A float column as NumPy; nulls become NaN (callers decide what a null means)."""
+    col = table.column(column)
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(col.type.value_type)
+    return col.to_numpy().astype(np.float64) if col.null_count == 0 else \
+        pc.fill_null(col.cast(pa.float64()), np.nan).to_numpy()
+
+
+def _strings(table: pa.Table, column: str) -> list[str]:
+    col = table.column(column)
+    return [str(x) for x in (col.cast(col.type.value_type) if pa.types.is_dictionary(col.type) else col).to_pylist()]
+
+
+def _sum(table: pa.Table, column: str) -> float:
+    return float(pc.sum(table.column(column)).as_py() or 0.0)
+
+
+def _groups(table: pa.Table, column: str):
+    """(names, codes): the distinct values of a string column, in order of first appearance, and each row's code."""
+    col = table.column(column).combine_chunks()
+    if not pa.types.is_dictionary(col.type):
+        col = pc.dictionary_encode(col)
+    dictionary = col.dictionary.to_pylist()
+    codes = col.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    used = np.unique(codes)  # a dictionary may carry values no row uses
+    names = [dictionary[k] for k in used]
+    return names, np.searchsorted(used, codes)
+
+
+# --------------------------------------------------------------------------------------------- run metadata
+def run_metadata(market, book, *, source: str, parameters: dict) -> dict:
+    """Who/what/when of a run: version, input, as_of, input row counts, parameters."""
     from . import __version__
 
-    status = accounts.column("status").combine_chunks()
-    counts = pc.value_counts(status.indices).to_pylist()
-    by_status = {name: 0 for name in C.STATUS_NAMES}
-    for item in counts:
-        by_status[C.STATUS_NAMES[item["values"]]] = item["counts"]
-    total = lambda t, c: float(pc.sum(t.column(c)).as_py() or 0.0)
-    equity = accounts.column("equity")
     return {
         "fastrisk_version": __version__,
         "source": source,
@@ -30,19 +90,40 @@ def summarize(market, book, accounts: pa.Table, positions: pa.Table, *, timings:
         "rows": {"assets": market.assets.num_rows, "underlyings": market.underlyings.num_rows,
                  "instruments": market.instruments.num_rows, "tiers": market.tiers.num_rows,
                  "positions": book.positions.num_rows, "balances": book.balances.num_rows},
+        "parameters": parameters,
+    }
+
+
+# --------------------------------------------------------------------------------------------- accounts
+def status_counts(status_column) -> dict[str, int]:
+    """Accounts per status, every status present (0 when none), in severity order."""
+    by_status = {name: 0 for name in C.STATUS_NAMES}
+    col = status_column.combine_chunks() if isinstance(status_column, pa.ChunkedArray) else status_column
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(col.type.value_type)
+    for item in pc.value_counts(col).to_pylist():
+        by_status[item["values"]] = by_status.get(item["values"], 0) + item["counts"]
+    return by_status
+
+
+def account_summary(accounts: pa.Table) -> dict:
+    """Venue totals and accounts by status (every money figure in USD): the headline of ``summary.json``."""
+    equity = accounts.column("equity")
+    return {
         "accounts": accounts.num_rows,
-        "accounts_by_status": by_status,
+        "accounts_by_status": status_counts(accounts.column("status")),
         "totals_usd": {
-            "collateral": total(accounts, "collateral"),
-            "equity": total(accounts, "equity"),
-            "initial_margin": total(accounts, "initial_margin"),
-            "maintenance_margin": total(accounts, "maintenance_margin"),
-            "gross_notional": total(accounts, "gross_notional"),
-            "isolated_equity": total(accounts, "isolated_equity"),
+            "collateral": _sum(accounts, "collateral"),
+            "equity": _sum(accounts, "equity"),
+            "initial_margin": _sum(accounts, "initial_margin"),
+            "maintenance_margin": _sum(accounts, "maintenance_margin"),
+            "gross_notional": _sum(accounts, "gross_notional"),
+            "isolated_equity": _sum(accounts, "isolated_equity"),
+            # What the insurance fund would absorb if every account were closed at today's marks.
             "negative_equity": float(pc.sum(pc.min_element_wise(equity, 0.0)).as_py() or 0.0),
         },
+        "accounts_negative_equity": int(pc.sum(pc.less(equity, 0.0)).as_py() or 0),
         "isolated_positions_liquidatable": int(pc.sum(accounts.column("n_isolated_liquidatable")).as_py() or 0),
-        "timings_s": {k: round(v, 4) for k, v in timings.items()},
     }
 
 
@@ -52,13 +133,271 @@ def riskiest(accounts: pa.Table, n: int = 10) -> pa.Table:
     return accounts.take(order[:n])
 
 
-def _usd(x: float) -> str:
+def margin_ratio_quantiles(accounts: pa.Table, qs=(0.5, 0.9, 0.99, 0.999)) -> dict:
+    """Quantiles of the margin ratio over accounts that carry maintenance margin (inf included: it sorts last)."""
+    mm = _f64(accounts, "maintenance_margin")
+    ratio = _f64(accounts, "margin_ratio")[mm > 0]
+    out = {"accounts_with_margin": int(len(ratio)), "infinite": int(np.isinf(ratio).sum())}
+    if len(ratio):
+        ordered = np.sort(ratio)
+        for q in qs:  # nearest rank: a quantile is always a ratio some account has
+            out[f"p{q * 100:g}"] = float(ordered[min(len(ordered) - 1, int(math.ceil(q * len(ordered))) - 1)])
+    return out
+
+
+# --------------------------------------------------------------------------------------------- liquidation
+LIQ_THRESHOLDS = (0.02, 0.05, 0.10, 0.20)
+
+
+def _distances(liq: pa.Table, side: str) -> np.ndarray:
+    """distance_down/up as a positive fraction of the index; no liquidation price within range -> +inf."""
+    d = np.abs(_f64(liq, f"distance_{side}"))
+    d[np.isnan(d)] = np.inf
+    return d
+
+
+def cross_rows(liq: pa.Table) -> pa.Table:
+    """The per-(account, underlying) cross rows of a liquidation-price table. SPEC §4 also gives isolated
+    positions their own price; if the table marks them (``isolated`` true or an ``instrument_id``), they are
+    a different question (one position, not the account) and are left out of account-level figures."""
+    if "isolated" in liq.column_names:
+        return liq.filter(pc.invert(pc.fill_null(liq.column("isolated"), False)))
+    if "instrument_id" in liq.column_names:
+        return liq.filter(pc.is_null(liq.column("instrument_id")))
+    return liq
+
+
+def nearest_liquidation(liq: pa.Table) -> pa.Table:
+    """Per account: the smallest adverse move (either side, any underlying) that liquidates it, and where.
+
+    Columns: account_id, distance (fraction of the index; inf if none in range), underlying, side.
+    """
+    liq = cross_rows(liq)
+    down, up = _distances(liq, "down"), _distances(liq, "up")
+    nearest = np.minimum(down, up)
+    accounts = liq.column("account_id").to_numpy()
+    order = np.lexsort((nearest, accounts))           # per account, nearest first
+    first = np.ones(len(order), bool)
+    first[1:] = accounts[order][1:] != accounts[order][:-1]
+    take = order[first]
+    names = _strings(liq, "underlying")
+    return pa.table({"account_id": accounts[take], "distance": nearest[take],
+                     "underlying": [names[i] for i in take],
+                     "side": np.where(down[take] <= up[take], "down", "up")})
+
+
+def liquidation_by_underlying(liq: pa.Table, thresholds=LIQ_THRESHOLDS) -> list[dict]:
+    """Per underlying: accounts exposed, accounts liquidated by a move of at most each threshold down and up,
+    median distances. Sorted by accounts exposed, most first."""
+    liq = cross_rows(liq)
+    if liq.num_rows == 0:
+        return []
+    names, code = _groups(liq, "underlying")
+    down, up = _distances(liq, "down"), _distances(liq, "up")
+    rows = []
+    for k, name in enumerate(names):
+        d, u = np.sort(down[code == k]), np.sort(up[code == k])
+        row = {"underlying": name, "accounts": int(len(d)), "liquidatable_now": int(((d == 0) | (u == 0)).sum())}
+        for t in thresholds:
+            row[f"down_{t:g}"] = int(np.searchsorted(d, t, side="right"))
+            row[f"up_{t:g}"] = int(np.searchsorted(u, t, side="right"))
+        # Medians over the accounts with a price on that side: a net long has none above, and counting
+        # its inf would make every median inf.
+        for side, values in (("down", d), ("up", u)):
+            finite = values[np.isfinite(values)]
+            row[f"median_distance_{side}"] = float(finite[(len(finite) - 1) // 2]) if len(finite) else None
+        rows.append(row)
+    rows.sort(key=lambda r: (-r["accounts"], r["underlying"]))
+    return rows
+
+
+def liquidation_curve(liq: pa.Table, underlying: str, side: str, moves: np.ndarray) -> np.ndarray:
+    """Accounts liquidated if ``underlying`` alone moves by each of ``moves`` (fractions) in direction ``side``."""
+    liq = cross_rows(liq)
+    mask = pc.equal(liq.column("underlying").cast(pa.string()), underlying)
+    d = np.sort(_distances(liq.filter(mask), side))
+    return np.searchsorted(d, moves, side="right")
+
+
+def liquidation_summary(liq: pa.Table) -> dict:
+    nearest = nearest_liquidation(liq)
+    d = np.sort(nearest.column("distance").to_numpy())
+    return {"liquidation": {
+        "rows": liq.num_rows,
+        "accounts_with_exposure": nearest.num_rows,
+        "accounts_within": {f"{t:g}": int(np.searchsorted(d, t, side="right")) for t in LIQ_THRESHOLDS},
+        "by_underlying": liquidation_by_underlying(liq),
+    }}
+
+
+# --------------------------------------------------------------------------------------------- stress
+def scenario_labels(scenarios: pa.Table) -> dict[int, str]:
+    """A short description of each scenario: ``BTC -15% vol +10pt`` (several underlyings joined by ``, ``)."""
+    ids = scenarios.column("scenario_id").to_pylist()
+    und = _strings(scenarios, "underlying")
+    price = _f64(scenarios, "price_shock") if "price_shock" in scenarios.column_names else np.zeros(len(ids))
+    vol = _f64(scenarios, "vol_shock") if "vol_shock" in scenarios.column_names else np.zeros(len(ids))
+    weight = _f64(scenarios, "weight") if "weight" in scenarios.column_names else np.ones(len(ids))
+    parts: dict[int, list[str]] = {}
+    w: dict[int, float] = {}
+    for k, sid in enumerate(ids):
+        text = f"{und[k]} {price[k] * 100:+.4g}%"
+        if np.isfinite(vol[k]) and vol[k] != 0:
+            text += f" vol {vol[k] * 100:+.3g}pt"  # vol shocks are absolute: 0.10 = 10 vol points
+        parts.setdefault(sid, []).append(text)
+        if np.isfinite(weight[k]) and weight[k] != 1:
+            w[sid] = weight[k]
+    return {sid: ", ".join(p) + (f" (weight {w[sid]:g})" if sid in w else "") for sid, p in parts.items()}
+
+
+def stress_summary(stress_accounts: pa.Table, stress_scenarios: pa.Table) -> dict:
+    out = {"scenarios": stress_scenarios.num_rows}
+    loss = pick(stress_scenarios, "scenario_loss")
+    if loss and stress_scenarios.num_rows:
+        losses = _f64(stress_scenarios, loss)
+        worst = int(np.nanargmax(losses))
+        out["worst_scenario"] = stress_scenarios.column("scenario_id")[worst].as_py()
+        out["worst_scenario_loss_usd"] = float(losses[worst])
+        for figure in ("scenario_liquidatable", "scenario_bankrupt", "bad_debt"):
+            col = pick(stress_scenarios, figure)
+            if col:
+                out[f"worst_scenario_{figure.removeprefix('scenario_')}"] = stress_scenarios.column(col)[worst].as_py()
+    if "worst_loss" in stress_accounts.column_names:
+        worst_loss = stress_accounts.column("worst_loss")
+        out["accounts_with_loss"] = int(pc.sum(pc.greater(worst_loss, 0.0)).as_py() or 0)
+        # Each account's own worst scenario: an upper bound on any single scenario's loss, not a venue loss.
+        out["sum_account_worst_loss_usd"] = _sum(stress_accounts, "worst_loss")
+    if "status_after" in stress_accounts.column_names:
+        out["accounts_by_status_after"] = status_counts(stress_accounts.column("status_after"))
+    return {"stress": out}
+
+
+def portfolio_summary(cross: pa.Table, portfolio: pa.Table) -> dict:
+    return {"portfolio_margin": {
+        "initial_margin": _sum(portfolio, "initial_margin"),
+        "maintenance_margin": _sum(portfolio, "maintenance_margin"),
+        "cross_initial_margin": _sum(cross, "initial_margin"),
+        "cross_maintenance_margin": _sum(cross, "maintenance_margin"),
+        "accounts_by_status": status_counts(portfolio.column("status")),
+    }}
+
+
+# --------------------------------------------------------------------------------------------- exposures
+def exposure_by_underlying(exposures: pa.Table, top: int = 10) -> list[dict]:
+    """Per underlying: accounts, long/short/net/gross delta in USD, gamma and vega sums, and the share of the
+    gross held by its ``top`` largest accounts (how concentrated the underlying is in a few hands).
+    Sorted by gross, largest first."""
+    if exposures.num_rows == 0:
+        return []
+    names, code = _groups(exposures, "underlying")
+    delta = np.nan_to_num(_f64(exposures, "delta_usd"))
+    extra = {c: np.nan_to_num(_f64(exposures, c)) for c in ("delta", "gamma", "gamma_usd", "vega")
+             if c in exposures.column_names}
+    order = np.lexsort((-np.abs(delta), code))         # by underlying, then largest |delta| first
+    starts = np.searchsorted(code[order], np.arange(len(names) + 1))
+    rows = []
+    for k, name in enumerate(names):
+        seg = order[starts[k]:starts[k + 1]]
+        d = delta[seg]
+        gross = float(np.abs(d).sum())
+        row = {"underlying": name, "accounts": int(len(seg)), "long_usd": float(d[d > 0].sum()),
+               "short_usd": float(d[d < 0].sum()), "net_usd": float(d.sum()), "gross_usd": gross,
+               f"top{top}_share": float(np.abs(d[:top]).sum() / gross) if gross > 0 else 0.0}
+        for c, values in extra.items():  # delta in underlying units, gamma and vega as the table gives them
+            row[c] = float(values[seg].sum())
+        rows.append(row)
+    rows.sort(key=lambda r: (-r["gross_usd"], r["underlying"]))
+    return rows
+
+
+def exposure_summary(exposures: pa.Table) -> dict:
+    rows = exposure_by_underlying(exposures)
+    net = np.array([abs(r["net_usd"]) for r in rows])
+    # SPEC §5: concentration = max_u |delta_usd_u| / sum_u |delta_usd_u|, here over the venue's net deltas.
+    concentration = float(net.max() / net.sum()) if len(net) and net.sum() > 0 else 0.0
+    return {"exposures": {"rows": exposures.num_rows, "net_delta_usd": float(sum(r["net_usd"] for r in rows)),
+                          "gross_delta_usd": float(sum(r["gross_usd"] for r in rows)),
+                          "concentration": concentration, "by_underlying": rows}}
+
+
+# --------------------------------------------------------------------------------------------- cascade
+def cascade_prices(rounds: pa.Table, underlyings) -> dict[str, np.ndarray]:
+    """Price per round of each underlying in a cascade's rounds table, in round order.
+
+    SPEC §6 lists "price per underlying" among the rounds columns without fixing the layout: long (an
+    ``underlying`` and a ``price`` column, one row per round and underlying) or wide (one column per
+    underlying, named ``U``, ``price_U`` or ``U_price``). Both are read."""
+    rcol = pick(rounds, "round")
+    if "underlying" in rounds.column_names and "price" in rounds.column_names:
+        r = rounds.column(rcol).to_numpy() if rcol else np.arange(rounds.num_rows)
+        und = _strings(rounds, "underlying")
+        price = _f64(rounds, "price")
+        order = np.argsort(r, kind="stable")
+        out: dict[str, list] = {}
+        for k in order:
+            out.setdefault(und[k], []).append(price[k])
+        return {u: np.asarray(v) for u, v in out.items()}
+    out = {}
+    for u in underlyings:
+        for name in (u, f"price_{u}", f"{u}_price"):
+            if name in rounds.column_names:
+                out[u] = _f64(rounds, name)
+                break
+    return out
+
+
+def round_table(rounds: pa.Table) -> pa.Table:
+    """One row per round (a long-format rounds table collapsed), sorted by round."""
+    rcol = pick(rounds, "round")
+    if rcol is None:
+        return rounds
+    if "underlying" in rounds.column_names:
+        keep = [c for c in rounds.column_names if c not in ("underlying", "price")]
+        aggregated = rounds.select(keep).group_by(rcol, use_threads=False).aggregate([(c, "first") for c in keep if c != rcol])
+        rounds = aggregated.rename_columns([c.removesuffix("_first") for c in aggregated.column_names])
+    return rounds.take(pc.sort_indices(rounds, sort_keys=[(rcol, "ascending")]))
+
+
+def cascade_summary(rounds: pa.Table, accounts: pa.Table, shock: dict) -> dict:
+    per_round = round_table(rounds)
+    out: dict = {"shock": dict(shock), "rounds": per_round.num_rows}
+    for figure, key in (("round_accounts", "accounts_liquidated"), ("round_notional", "notional_closed_usd"),
+                        ("bad_debt", "bad_debt_usd")):
+        col = pick(per_round, figure)
+        if col:
+            out[key] = float(_sum(per_round, col)) if figure != "round_accounts" else int(_sum(per_round, col))
+    col = pick(per_round, "insurance_fund_left")
+    if col and per_round.num_rows:
+        out["insurance_fund_left_usd"] = float(per_round.column(col)[-1].as_py())
+    rcol = pick(accounts, "round_liquidated")
+    if rcol:
+        out["accounts_liquidated_in_accounts_table"] = int(accounts.num_rows - accounts.column(rcol).null_count)
+    lcol = pick(accounts, "account_loss")
+    if lcol:
+        out["account_loss_usd"] = _sum(accounts, lcol)
+    return {"cascade": out}
+
+
+def contagion_summary(summary_table: pa.Table) -> dict:
+    """A contagion result's venue totals (one row, or ``metric``/``value`` rows) as a flat dict."""
+    if {"metric", "value"} <= set(summary_table.column_names):
+        return {"contagion": dict(zip(summary_table.column("metric").to_pylist(),
+                                      summary_table.column("value").to_pylist()))}
+    row = summary_table.slice(0, 1).to_pylist()
+    return {"contagion": row[0] if row else {}}
+
+
+# --------------------------------------------------------------------------------------------- text
+def usd(x: float) -> str:
+    """``$1.23m``-style USD figure for people."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
     if not math.isfinite(x):
-        return "inf"
+        return "inf" if x > 0 else "-inf"
     for unit, scale in (("bn", 1e9), ("m", 1e6), ("k", 1e3)):
         if abs(x) >= scale:
-            return f"${x / scale:,.2f}{unit}"
-    return f"${x:,.2f}"
+            return f"${x / scale:,.2f}{unit}".replace("$-", "-$")
+    return f"${x:,.2f}".replace("$-", "-$")
 
 
 def format_summary(summary: dict, accounts: pa.Table) -> str:
@@ -70,21 +409,78 @@ def format_summary(summary: dict, accounts: pa.Table) -> str:
         share = count / max(summary["accounts"], 1)
         lines.append(f"  {name:<13} {count:>12,}  {share:7.2%}")
     lines += ["", "venue totals (cross margin):",
-              f"  equity              {_usd(t['equity']):>16}",
-              f"  collateral          {_usd(t['collateral']):>16}",
-              f"  initial margin      {_usd(t['initial_margin']):>16}",
-              f"  maintenance margin  {_usd(t['maintenance_margin']):>16}",
-              f"  gross notional      {_usd(t['gross_notional']):>16}",
-              f"  negative equity     {_usd(t['negative_equity']):>16}  (bad debt if closed now)",
-              f"  isolated equity     {_usd(t['isolated_equity']):>16}  "
+              f"  equity              {usd(t['equity']):>16}",
+              f"  collateral          {usd(t['collateral']):>16}",
+              f"  initial margin      {usd(t['initial_margin']):>16}",
+              f"  maintenance margin  {usd(t['maintenance_margin']):>16}",
+              f"  gross notional      {usd(t['gross_notional']):>16}",
+              f"  negative equity     {usd(t['negative_equity']):>16}  (insurance-fund exposure if closed now)",
+              f"  isolated equity     {usd(t['isolated_equity']):>16}  "
               f"({summary['isolated_positions_liquidatable']:,} isolated positions liquidatable)",
               "", "riskiest accounts:",
               f"  {'account_id':>12} {'status':<13} {'equity':>14} {'maint. margin':>14} {'margin ratio':>12} "
               f"{'leverage':>9}"]
     for row in riskiest(accounts).to_pylist():
-        lines.append(f"  {row['account_id']:>12} {row['status']:<13} {_usd(row['equity']):>14} "
-                     f"{_usd(row['maintenance_margin']):>14} {row['margin_ratio']:>12.3g} {row['leverage']:>9.3g}")
-    timings = summary["timings_s"]
+        lines.append(f"  {row['account_id']:>12} {row['status']:<13} {usd(row['equity']):>14} "
+                     f"{usd(row['maintenance_margin']):>14} {row['margin_ratio']:>12.3g} {row['leverage']:>9.3g}")
+    lines += _format_steps(summary)
+    timings = summary.get("timings_s") or {}
     if timings:
         lines += ["", "timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items())]
+    return "\n".join(lines)
+
+
+def _format_steps(summary: dict) -> list[str]:
+    lines = []
+    if "liquidation" in summary:
+        within = summary["liquidation"]["accounts_within"]
+        lines += ["", "liquidation distance (accounts liquidated by a move of one underlying of at most):",
+                  "  " + ", ".join(f"{float(k):.0%}: {v:,}" for k, v in within.items())]
+    if "stress" in summary and "worst_scenario" in summary["stress"]:
+        s = summary["stress"]
+        lines += ["", f"stress: {s['scenarios']:,} scenarios; the worst, #{s['worst_scenario']} "
+                      f"{s.get('worst_scenario_label', '')}, loses {usd(s['worst_scenario_loss_usd'])}"]
+    if "exposures" in summary:
+        e = summary["exposures"]
+        lines += ["", f"exposures: net delta {usd(e['net_delta_usd'])}, gross {usd(e['gross_delta_usd'])}, "
+                      f"concentration {e['concentration']:.2f}"]
+    if "cascade" in summary:
+        c = summary["cascade"]
+        shock = ", ".join(f"{u} {v:+.1%}" for u, v in c["shock"].items())
+        lines += ["", f"cascade after {shock}: {c['rounds']} rounds"
+                  + (f", {c['accounts_liquidated']:,} accounts liquidated" if "accounts_liquidated" in c else "")
+                  + (f", {usd(c['notional_closed_usd'])} closed" if "notional_closed_usd" in c else "")
+                  + (f", bad debt {usd(c['bad_debt_usd'])}" if "bad_debt_usd" in c else "")]
+    missing = [name for name, state in (summary.get("steps") or {}).items() if state.startswith("unavailable")]
+    if missing:
+        lines += ["", "not in this fastrisk version: " + ", ".join(missing)]
+    return lines
+
+
+def moved_underlyings(prices: dict[str, np.ndarray], index: dict[str, float], shocked=(), limit: int = 6) -> list[str]:
+    """The underlyings worth showing in a cascade's path: the shocked ones, then those the forced flow moved
+    most (by more than 1 bp), at most ``limit``; a dozen flat lines tell a reader nothing."""
+    shocked = set(shocked)
+    move = {u: float(np.max(np.abs(p / index.get(u, p[0]) - 1))) if len(p) else 0.0 for u, p in prices.items()}
+    ranked = sorted((u for u in prices if u in shocked or move[u] > 1e-4), key=lambda u: (u not in shocked, -move[u], u))
+    return ranked[:limit]
+
+
+def format_cascade(rounds: pa.Table, index: dict[str, float], shock: dict) -> str:
+    """The round-by-round path of a cascade as text (used when the cascade module has no formatter)."""
+    per_round = round_table(rounds)
+    prices = cascade_prices(rounds, list(index))
+    shown = moved_underlyings(prices, index, shock)
+    cols = [(f, pick(per_round, f)) for f in ("round_accounts", "round_notional", "bad_debt", "insurance_fund_left")]
+    cols = [(f, c) for f, c in cols if c]
+    lines = [f"{'round':>5} " + " ".join(f"{c:>20}" for _, c in cols) + "".join(f" {u:>14}" for u in shown)]
+    rcol = pick(per_round, "round")
+    for k in range(per_round.num_rows):
+        r = per_round.column(rcol)[k].as_py() if rcol else k
+        cells = []
+        for figure, c in cols:
+            v = per_round.column(c)[k].as_py()
+            cells.append(f"{v:>20,}" if figure == "round_accounts" else f"{usd(v):>20}")
+        lines.append(f"{r:>5} " + " ".join(cells) + "".join(
+            f" {prices[u][k]:>14,.6g}" if k < len(prices[u]) else f" {'':>14}" for u in shown))
     return "\n".join(lines)
