@@ -66,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _common(p) -> None:
+    p.add_argument("--portfolio-margin", action="store_true",
+                   help="also margin every account by SPAN scenarios and compare with cross margin")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (for scripts)")
 
@@ -145,7 +147,8 @@ def _options(args, shock):
 
     return Options(margin_call_ratio=getattr(args, "margin_call_ratio", 0.8), shock=shock or None,
                    impact=getattr(args, "impact", None), insurance_fund=getattr(args, "insurance_fund", None),
-                   max_rounds=getattr(args, "max_rounds", None))
+                   max_rounds=getattr(args, "max_rounds", None),
+                   portfolio_margin=getattr(args, "portfolio_margin", False))
 
 
 def _require_cascade(shock) -> None:

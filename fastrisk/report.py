@@ -482,7 +482,7 @@ def exposure_section(page: Page, n_rows: int = 15) -> Section | None:
     for r in shown:
         row = [escape(r["underlying"]), _int(r["accounts"]), S.usd(r["long_usd"]), S.usd(r["short_usd"]),
                S.usd(r["net_usd"]), S.usd(r["gross_usd"]), _pct(r["top10_share"])]
-        row += [S.usd(r[c] * scale) for c, _, scale in greeks]
+        row += [S.usd(r[c] * scale) if r[c] else "-" for c, _, scale in greeks]
         body.append(row)
     tiles = _tiles([("Net delta", S.usd(e["net_delta_usd"]), "all underlyings", ""),
                     ("Gross delta", S.usd(e["gross_delta_usd"]), "sum of |account delta|", ""),

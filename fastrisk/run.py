@@ -54,6 +54,7 @@ class Options:
     impact: str | None = None                  # cascade price impact model: "sqrt" or "linear"
     insurance_fund: float | None = None        # USD
     max_rounds: int | None = None
+    portfolio_margin: bool = False             # also margin every account by SPAN scenarios (a what-if)
     report: bool = True
 
 
@@ -99,14 +100,16 @@ class Context:
 class Step:
     """One piece of the job.
 
-    ``compute(ctx)`` returns ``{output name: table}`` (each written as ``<name>.parquet``; ``outputs``
-    declares the names); ``summarize(ctx)`` returns the keys it adds to the summary; ``sections`` are the
-    report's section builders for these tables; ``work(ctx)`` is ``(units, unit)`` for the progress line;
-    ``when(ctx)`` says whether this run asked for the step at all.
+    ``needs`` names the engine functions it calls (checked before it starts); ``compute(ctx)`` returns
+    ``{output name: table}`` (each written as ``<name>.parquet``; ``outputs`` declares the names);
+    ``summarize(ctx)`` returns the keys it adds to the summary; ``sections`` are the report's section
+    builders for these tables; ``work(ctx)`` is ``(units, unit)`` for the progress line; ``when(ctx)`` says
+    whether this run asked for the step at all.
     """
 
     name: str
     title: str
+    needs: tuple[str, ...]
     compute: Callable[[Context], dict[str, pa.Table]]
     outputs: tuple[str, ...]
     summarize: Callable[[Context], dict] | None = None
@@ -191,25 +194,28 @@ def _stress_summary(ctx):
 
 
 STEPS: tuple[Step, ...] = (
-    Step("account_risk", "account risk", _account_risk, ("account_risk",),
+    Step("account_risk", "account risk", ("account_risk",), _account_risk, ("account_risk",),
          lambda ctx: S.account_summary(ctx.tables["account_risk"]),
          (report.venue_section, report.margin_ratio_section)),
-    Step("position_risk", "position risk", _position_risk, ("position_risk",), None, (report.riskiest_section,),
+    Step("position_risk", "position risk", ("position_risk",), _position_risk, ("position_risk",), None, (report.riskiest_section,),
          work=lambda ctx: (ctx.book.positions.num_rows, "positions")),
-    Step("liquidation_prices", "liquidation prices", _liquidation_prices, ("liquidation_prices",),
+    Step("liquidation_prices", "liquidation prices", ("liquidation_prices",), _liquidation_prices,
+         ("liquidation_prices",),
          lambda ctx: S.liquidation_summary(ctx.tables["liquidation_prices"]), (report.liquidation_section,)),
-    Step("stress", "SPAN stress", _stress, ("scenarios", "stress_accounts", "stress_scenarios"), _stress_summary,
-         (report.stress_section,)),
-    Step("portfolio_margin", "portfolio margin", _portfolio_margin, ("account_risk_portfolio",),
+    Step("stress", "SPAN stress", ("stress", "scenarios.span"), _stress,
+         ("scenarios", "stress_accounts", "stress_scenarios"), _stress_summary, (report.stress_section,)),
+    Step("portfolio_margin", "portfolio margin", ("account_risk", "scenarios.span"), _portfolio_margin,
+         ("account_risk_portfolio",),
          lambda ctx: S.portfolio_summary(ctx.tables["account_risk"], ctx.tables["account_risk_portfolio"]),
-         (report.portfolio_section,)),
-    Step("exposures", "exposures", _exposures, ("exposures",),
+         (report.portfolio_section,), when=lambda ctx: ctx.options.portfolio_margin),
+    Step("exposures", "exposures", ("exposures",), _exposures, ("exposures",),
          lambda ctx: S.exposure_summary(ctx.tables["exposures"]), (report.exposure_section,)),
-    Step("cascade", "liquidation cascade", _cascade, ("cascade_rounds", "cascade_accounts"),
+    Step("cascade", "liquidation cascade", ("cascade",), _cascade, ("cascade_rounds", "cascade_accounts"),
          lambda ctx: S.cascade_summary(ctx.tables["cascade_rounds"], ctx.tables["cascade_accounts"],
                                        ctx.options.shock),
          (report.cascade_section,), when=_shocked),
-    Step("contagion", "contagion (cross vs isolated)", _contagion, ("contagion_accounts", "contagion_summary"),
+    Step("contagion", "contagion (cross vs isolated)", ("contagion",), _contagion,
+         ("contagion_accounts", "contagion_summary"),
          lambda ctx: S.contagion_summary(ctx.tables["contagion_summary"]), (report.contagion_section,),
          when=_shocked),
 )
@@ -298,14 +304,19 @@ def run(market, book, out, options: Options = Options(), *, steps=None, engine=N
             if not step.when(ctx):
                 states[step.name] = "not requested"
                 continue
-            units, unit = step.work(ctx)
-            try:
-                with progress.step(step.name, step.title, units, unit):
-                    tables = step.compute(ctx)
-            except (Unavailable, NotImplementedError) as e:
-                states[step.name] = f"unavailable: {e}"
+            missing = [name for name in step.needs if engine_function(engine, name) is None]
+            if missing:
+                states[step.name] = f"unavailable: fastrisk.{missing[0]} is not available in this version"
                 progress.note(f"{step.title}: not available in this version of fastrisk")
                 continue
+            units, unit = step.work(ctx)
+            with progress.step(step.name, step.title, units, unit) as p:
+                try:
+                    tables = step.compute(ctx)
+                except (Unavailable, NotImplementedError) as e:  # present, but says it cannot do this yet
+                    states[step.name] = f"unavailable: {e}"
+                    p.outcome = "not available in this version"
+                    continue
             ctx.tables.update(tables)
             states[step.name] = "done"
             ran.append(step)
@@ -346,7 +357,8 @@ def run(market, book, out, options: Options = Options(), *, steps=None, engine=N
 
 
 def _parameters(options: Options) -> dict:
-    return {"margin_call_ratio": options.margin_call_ratio, "shock": options.shock or None,
+    return {"margin_call_ratio": options.margin_call_ratio, "portfolio_margin": options.portfolio_margin,
+            "shock": options.shock or None,
             "impact": options.impact, "insurance_fund": options.insurance_fund, "max_rounds": options.max_rounds}
 
 

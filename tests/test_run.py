@@ -25,7 +25,7 @@ from fastrisk.errors import InputError
 from fastrisk.io import atomic_write, write_parquet
 from fastrisk.progress import Steps
 
-from standins import StandInEngine
+from standins import StandInEngine, span
 
 PER_ACCOUNT = ("account_risk", "stress_accounts", "account_risk_portfolio", "cascade_accounts", "contagion_accounts")
 PER_PAIR = ("liquidation_prices", "exposures")  # (account, underlying): only accounts with exposure
@@ -49,7 +49,7 @@ def venue_dir(tmp_path_factory, venue):
 def standin_run(tmp_path_factory, venue):
     market, book = venue
     out = tmp_path_factory.mktemp("run") / "out"
-    result = R.run(market, book, out, R.Options(shock={"BTC": -0.2}), engine=StandInEngine())
+    result = R.run(market, book, out, R.Options(shock={"BTC": -0.2}, portfolio_margin=True), engine=StandInEngine())
     return out, result
 
 
@@ -194,8 +194,9 @@ def test_missing_functions_are_unavailable_not_errors(tmp_path, venue):
         return fr.account_risk(market, book, **kw)
     engine = StandInEngine()
     engine.account_risk = cross_only
-    states = R.run(market, book, None, engine=engine).summary["steps"]
+    states = R.run(market, book, None, R.Options(portfolio_margin=True), engine=engine).summary["steps"]
     assert states["portfolio_margin"] == "unavailable: mode='portfolio'" and states["stress"] == "done"
+    assert R.run(market, book, None, engine=engine).summary["steps"]["portfolio_margin"] == "not requested"
 
 
 def test_engine_function_finds_a_function_shadowed_by_its_module():
@@ -399,10 +400,21 @@ def test_progress_lines_on_a_terminal_only(venue):
     assert any(line.lstrip().startswith("position risk") and "positions" in line for line in final)
     assert set(steps.timings) >= {"account_risk", "position_risk", "stress", "write"}
 
+    # Steps this version lacks say so in a line of their own; nothing "failed".
+    term = _Terminal()
+    def cross_only(market, book, mode="cross", **kw):
+        if mode != "cross":
+            raise NotImplementedError(mode)
+        return fr.account_risk(market, book, **kw)
+    core = types.SimpleNamespace(account_risk=cross_only, position_risk=fr.position_risk,
+                                 scenarios=types.SimpleNamespace(span=span))
+    R.run(market, book, None, R.Options(portfolio_margin=True), engine=core, progress=Steps(stream=term))
+    assert "  liquidation prices: not available in this version of fastrisk\n" in term.text
+    assert "(not available in this version)\n" in term.text and "failed" not in term.text
+
     quiet, pipe = _Terminal(), _Terminal()
     pipe.isatty = lambda: False
     for stream, quiet_flag in ((quiet, True), (pipe, False)):
-        Steps(quiet=quiet_flag, stream=stream)
         R.run(market, book, None, progress=Steps(quiet=quiet_flag, stream=stream), engine=StandInEngine())
         assert stream.text == ""
 
