@@ -69,7 +69,8 @@ class Page(HTMLParser):
 def full_run(tmp_path_factory):
     market, book = fr.generate.exchange(600, seed=5)
     out = tmp_path_factory.mktemp("report") / "out"
-    result = R.run(market, book, out, R.Options(shock={"BTC": -0.2, "ETH": -0.1}, portfolio_margin=True), engine=StandInEngine())
+    options = R.Options(shock={"BTC": -0.2, "ETH": -0.1}, portfolio_margin=True)
+    result = R.run(market, book, out, options, engine=StandInEngine())
     return market, book, out, result
 
 
