@@ -253,6 +253,8 @@ def margin_ratio_section(page: Page) -> Section | None:
     mcr = (page.summary.get("parameters") or {}).get("margin_call_ratio", 0.8)
     mm = S._f64(accounts, "maintenance_margin")
     ratio = S._f64(accounts, "margin_ratio")[mm > 0]
+    if not len(ratio):
+        return Section("margin-ratio", "Margin ratios", _p("No account carries maintenance margin."))
     top = 1.5
     width = 0.05
     edges = np.arange(0.0, top + width / 2, width)
@@ -347,6 +349,8 @@ def liquidation_section(page: Page, moves_up_to: float = 0.5, n_lines: int = 6, 
     if missing:
         return Section("liquidation", "Distance to liquidation", _missing_note("liquidation_prices", missing))
     rows = (page.summary.get("liquidation") or {}).get("by_underlying") or S.liquidation_by_underlying(liq)
+    if not rows:
+        return Section("liquidation", "Distance to liquidation", _p("No account has cross exposure to an underlying."))
     within = (page.summary.get("liquidation") or S.liquidation_summary(liq)["liquidation"])["accounts_within"]
     moves = np.linspace(0, moves_up_to, 101)
     fig, axes = _figure(10, 3.4, 2)
@@ -388,6 +392,8 @@ def stress_section(page: Page, n_worst: int = 15) -> Section | None:
     loss_col = S.pick(scen, "scenario_loss")
     if loss_col is None or "scenario_id" not in scen.column_names:
         return Section("stress", "Stress", _missing_note("stress_scenarios", ["scenario_id", "loss"]))
+    if scen.num_rows == 0:
+        return Section("stress", "Stress losses by scenario", _p("No scenarios."))
     labels = S.scenario_labels(page.tables["scenarios"]) if "scenarios" in page.tables else {}
     if not labels and "description" in scen.column_names:  # the stress result's own labels
         labels = dict(zip(scen.column("scenario_id").to_pylist(), scen.column("description").to_pylist()))
@@ -459,6 +465,8 @@ def exposure_section(page: Page, n_rows: int = 15) -> Section | None:
         return Section("exposures", "Exposure by underlying", _missing_note("exposures", missing))
     e = page.summary.get("exposures") or S.exposure_summary(exp)["exposures"]
     rows = e["by_underlying"]
+    if not rows:
+        return Section("exposures", "Exposure and concentration by underlying", _p("No account has exposure."))
     shown = rows[:n_rows]
     fig, ax = _figure(10, 0.7 + 0.26 * max(len(shown), 1))
     y = np.arange(len(shown))[::-1]
@@ -501,6 +509,8 @@ def cascade_section(page: Page) -> Section | None:
     if rounds is None:
         return None
     per_round = S.round_table(rounds)
+    if per_round.num_rows == 0:
+        return Section("cascade", "Liquidation cascade", _p("The cascade result has no rounds."))
     index = _index_prices(page.market)
     prices = S.cascade_prices(rounds, list(index) or _wide_price_names(rounds))
     rcol = S.pick(per_round, "round")

@@ -224,3 +224,20 @@ def test_scenario_labels_and_margin_ratio_quantiles():
 def test_usd_formatting():
     assert [S.usd(x) for x in (1234.5, -2.5e6, 3e9, 12.0, math.inf, None)] == [
         "$1.23k", "-$2.50m", "$3.00bn", "$12.00", "inf", "-"]
+
+
+def test_degenerate_venues_render_without_warnings(tmp_path):
+    import warnings
+
+    t = fr.generate.exchange_tables(200, seed=1)
+    market = fr.Market(t["assets"], t["underlyings"], t["instruments"], t["tiers"], as_of=t["as_of"])
+    books = {"balances only": fr.Book(t["positions"].slice(0, 0), t["balances"]),
+             "one position": fr.Book(t["positions"].slice(0, 1), t["balances"].slice(0, 0))}
+    for name, book in books.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # an empty histogram or legend would warn
+            result = R.run(market, book, tmp_path / name.replace(" ", "_"),
+                           R.Options(shock={"BTC": -0.5}, portfolio_margin=True), engine=StandInEngine())
+        page = Page(result.report.read_text(encoding="utf-8"))
+        _assert_self_contained(page)
+        assert list(page.sections) == ALL_IDS, name
