@@ -205,7 +205,7 @@ STEPS: tuple[Step, ...] = (
     Step("stress", "SPAN stress", ("stress", "scenarios.span"), _stress,
          ("scenarios", "stress_accounts", "stress_scenarios"), _stress_summary, (report.stress_section,)),
     Step("portfolio_margin", "portfolio margin", ("account_risk", "scenarios.span"), _portfolio_margin,
-         ("account_risk_portfolio",),
+         ("scenarios", "account_risk_portfolio"),
          lambda ctx: S.portfolio_summary(ctx.tables["account_risk"], ctx.tables["account_risk_portfolio"]),
          (report.portfolio_section,), when=lambda ctx: ctx.options.portfolio_margin),
     Step("exposures", "exposures", ("exposures",), _exposures, ("exposures",),
@@ -321,7 +321,8 @@ def run(market, book, out, options: Options = Options(), *, steps=None, engine=N
             states[step.name] = "done"
             ran.append(step)
 
-        written = [f"{name}.parquet" for s in ran for name in s.outputs if name in ctx.tables]
+        # Steps sharing a table (stress and portfolio margin both use the scenarios) write it once.
+        written = list(dict.fromkeys(f"{name}.parquet" for s in ran for name in s.outputs if name in ctx.tables))
         with progress.step("write", f"writing {len(written)} tables", len(written), "tables") as p:
             for filename in written:
                 staging.write_table(ctx.tables[filename.removesuffix(".parquet")], filename)
