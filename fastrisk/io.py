@@ -20,6 +20,10 @@ def atomic_write(path, write) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp creates 0600; give the result the permissions a plain open() would (0666 & ~umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
