@@ -97,3 +97,22 @@ def test_extra_columns_ignored_and_order_free(venue):
     pos = tables["positions"]
     shuffled = pos.select(list(reversed(pos.column_names))).append_column("note", pa.array(["x"] * pos.num_rows))
     assert _risk(tables, market, shuffled, tables["balances"]).equals(expected)
+
+
+def test_atomic_write_leaves_no_partial_file_and_usual_permissions(tmp_path):
+    import os
+    from pathlib import Path
+
+    from fastrisk.io import atomic_write
+
+    def fail(tmp):
+        Path(tmp).write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(tmp_path / "out.parquet", fail)
+    assert list(tmp_path.iterdir()) == []
+    done = atomic_write(tmp_path / "out.txt", lambda tmp: Path(tmp).write_text("whole"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert done.read_text() == "whole" and os.stat(done).st_mode & 0o777 == 0o666 & ~umask
