@@ -53,7 +53,7 @@ def exposures(market, book, *, rate: float = 0.0) -> pa.Table:
     ['account_id', 'underlying', 'delta', 'delta_usd']
     """
     from .kernels.exposures import EXPOSURE_FLOATS, exposure_counts, exposure_rows
-    from .scenario_risk import account_chunks, kernel_book
+    from .scenario_risk import account_chunks, kernel_book, readonly
 
     bound = book.bind(market)
     M = market.arrays
@@ -61,17 +61,17 @@ def exposures(market, book, *, rate: float = 0.0) -> pa.Table:
     inst, tiers = kernel_market(market)
     n, n_u = len(bound.book.account_id), len(M.index_price)
     k = account_chunks(n)
-    args = (kernel_book(bound), inst, tiers, tuple(float(x) for x in OPTION_MARGIN),
-            (val.price, val.forward, val.settle_px, val.asset_px, val.delta, val.gamma, val.vega),
-            M.asset_cw, M.asset_bw, (M.underlying, np.ascontiguousarray(M.asset_underlying[M.settle]),
-                                     M.asset_underlying))
+    args = (kernel_book(bound), *readonly((inst, tiers)), tuple(float(x) for x in OPTION_MARGIN),
+            *readonly(((val.price, val.forward, val.settle_px, val.asset_px, val.delta, val.gamma, val.vega),
+                       M.asset_cw, M.asset_bw, (M.underlying, np.ascontiguousarray(M.asset_underlying[M.settle]),
+                                                M.asset_underlying))))
     scratch = (np.empty((k, n_u, 3)), np.empty((k, n_u), np.uint8), np.empty((k, n_u), np.int64))
     counts = np.empty(n, np.int64)
     exposure_counts(counts, *args, *scratch)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     rows = int(offsets[-1])
     out, out_u = np.empty((len(EXPOSURE_FLOATS), rows)), np.empty(rows, np.int32)
-    exposure_rows(out, out_u, offsets, *args, M.index_price, *scratch)
+    exposure_rows(out, out_u, readonly(offsets), *args, readonly(M.index_price), *scratch)
     names = market.underlying_names
     return pa.table({
         "account_id": np.repeat(bound.book.account_id, counts),
@@ -95,7 +95,9 @@ def venue_exposures(table: pa.Table, market=None) -> pa.Table:
     n_u = len(names)
     col = {c: table.column(c).to_numpy() for c in ("delta", "delta_usd", "gamma", "gamma_usd", "vega")}
     d = col["delta_usd"]
-    total = lambda w: np.bincount(code, weights=w, minlength=n_u)  # noqa: E731 - sequential, in row order
+    def total(w):  # sequential, in row order; float even for an empty table (bincount would give int64)
+        return np.bincount(code, weights=w, minlength=n_u).astype(np.float64)
+
     return pa.table({
         "underlying": names,
         "accounts": np.bincount(code, minlength=n_u).astype(np.int64),
@@ -118,8 +120,8 @@ def account_concentration(table: pa.Table, book) -> pa.Table:
     acc = np.searchsorted(ids, table.column("account_id").to_numpy())
     d = table.column("delta_usd").to_numpy()
     n = len(ids)
-    net = np.bincount(acc, weights=d, minlength=n)
-    gross = np.bincount(acc, weights=np.abs(d), minlength=n)
+    net = np.bincount(acc, weights=d, minlength=n).astype(np.float64)  # float even when empty
+    gross = np.bincount(acc, weights=np.abs(d), minlength=n).astype(np.float64)
     # Rows are sorted by account: the first row of each account's largest |delta| is its top underlying.
     order = np.lexsort((-np.abs(d), acc))
     first = np.ones(len(order), bool)

@@ -42,7 +42,7 @@ def portfolio_outputs(market, bound, scenarios=None, *, rate: float = 0.0, optio
     from .kernels.margin import ACCOUNT_FLOAT_COLUMNS
     from .kernels.scenarios import apply_margin, portfolio_losses
     from .scenarios import prepare, span
-    from .scenario_risk import account_chunks, chunk_scratch, kernel_book, revalue
+    from .scenario_risk import account_chunks, chunk_scratch, kernel_book, readonly, revalue
 
     if not im_factor >= 1.0:
         raise ValueError("im_factor must be >= 1 (initial margin is at least maintenance margin)")
@@ -61,8 +61,9 @@ def portfolio_outputs(market, bound, scenarios=None, *, rate: float = 0.0, optio
     covered[scen.named_u] = 1
     row_underlying = (M.underlying, np.ascontiguousarray(M.asset_underlying[M.settle]), M.asset_underlying)
     losses = np.empty((3, n))
-    portfolio_losses(losses, kernel_book(bound), inst, tiers, option_margin, rev.base, rev.shocked, M.asset_cw,
-                     M.asset_bw, scen.weight, rev.groups, (scen.named_start, scen.named_u), row_underlying, covered,
+    portfolio_losses(losses, kernel_book(bound), *readonly((inst, tiers)), option_margin,
+                     *readonly((rev.base, rev.shocked, M.asset_cw, M.asset_bw, scen.weight, rev.groups,
+                                (scen.named_start, scen.named_u), row_underlying, covered)),
                      *chunk_scratch(bound, k, rev), np.zeros((k, 2, n_u)), np.zeros((k, n_u), np.uint8))
     floats, status = outputs[0], outputs[1]
     mm = losses[0] + losses[2]

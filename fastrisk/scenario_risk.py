@@ -99,11 +99,28 @@ def revalue(market, scen, rate: float = 0.0) -> Revaluation:
     return Revaluation(base, shocked, groups)
 
 
+def readonly(arrays):
+    """The same arrays (nested in tuples) as read-only views, without a copy.
+
+    Numba compiles one machine-code version per argument type, and a read-only array (a zero-copy view of an
+    Arrow buffer) is another type than a writable one. Inputs arrive either way depending on the data (a
+    column with nulls is copied, one without is not), so the scenario kernels take every input read-only:
+    one compilation instead of one per combination.
+    """
+    if isinstance(arrays, tuple):
+        return tuple(readonly(a) for a in arrays)
+    if isinstance(arrays, np.ndarray):
+        view = arrays.view()
+        view.flags.writeable = False
+        return view
+    return arrays
+
+
 def kernel_book(bound):
-    """The bound book as the tuple the scenario kernels take."""
+    """The bound book as the (read-only) tuple the scenario kernels take."""
     B = bound.book
-    return (B.pos_start, bound.pos_instrument, B.quantity, B.entry_price, B.isolated, B.isolated_margin,
-            B.bal_start, bound.bal_asset, B.bal_amount)
+    return readonly((B.pos_start, bound.pos_instrument, B.quantity, B.entry_price, B.isolated, B.isolated_margin,
+                     B.bal_start, bound.bal_asset, B.bal_amount))
 
 
 def account_chunks(n_accounts: int) -> int:
@@ -167,10 +184,10 @@ def stress(market, book, scenarios, *, loss_matrix: bool = False, margin_call_ra
     acc_f, acc_i = np.empty((5, n)), np.empty((3, n), np.int32)
     totals = np.zeros((k, scen.n, len(SCENARIO_TOTALS)))
     matrix = np.empty((n, scen.n)) if loss_matrix else np.empty((0, 0))
-    stress_accounts(acc_f, acc_i, totals, matrix, kernel_book(bound), inst, tiers,
-                    tuple(float(x) for x in option_margin), float(margin_call_ratio), rev.base, rev.shocked,
-                    M.asset_cw, M.asset_bw, scen.weight, rev.groups, *chunk_scratch(bound, k, rev),
-                    np.zeros((k, len(rev.groups[0]) - 1, len(SCENARIO_TOTALS))))
+    stress_accounts(acc_f, acc_i, totals, matrix, kernel_book(bound), *readonly((inst, tiers)),
+                    tuple(float(x) for x in option_margin), float(margin_call_ratio),
+                    *readonly((rev.base, rev.shocked, M.asset_cw, M.asset_bw, scen.weight, rev.groups)),
+                    *chunk_scratch(bound, k, rev), np.zeros((k, len(rev.groups[0]) - 1, len(SCENARIO_TOTALS))))
 
     worst = acc_i[1]
     accounts = pa.table({

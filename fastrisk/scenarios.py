@@ -229,6 +229,7 @@ class Scenarios:
     table: pa.Table          # the conformed table (SPEC columns only), rows in input order
     ids: np.ndarray          # [s] int32 scenario ids, ascending
     weight: np.ndarray       # [s]
+    price_shock: np.ndarray  # [s, u] relative move as given (0 where not named)
     mult: np.ndarray         # [s, u] price multiplier 1 + price_shock (1 where not named)
     vol_shift: np.ndarray    # [s, u] absolute vol shift (0 where not named)
     named_start: np.ndarray  # [s+1] int64: scenario s names underlyings named_u[named_start[s]:named_start[s+1]]
@@ -250,7 +251,7 @@ class Scenarios:
                 continue
             parts = []
             for u in us:
-                label = f"{names[u]} {100 * (self.mult[s, u] - 1):+.4g}%"
+                label = f"{names[u]} {100 * self.price_shock[s, u]:+.4g}%"
                 if self.vol_shift[s, u] != 0:
                     label += f" vol {100 * self.vol_shift[s, u]:+.4g}"
                 parts.append(label)
@@ -289,12 +290,13 @@ def prepare(scenarios, market) -> Scenarios:
     ids = s_sorted[first].astype(np.int32)
     scen_of_row = np.cumsum(first) - 1
     n_s = len(ids)
-    mult = np.ones((n_s, n_u))
+    price_shock = np.zeros((n_s, n_u))
     vol_shift = np.zeros((n_s, n_u))
-    mult[scen_of_row, u_sorted] = 1.0 + shock[order]
+    price_shock[scen_of_row, u_sorted] = shock[order]
     vol_shift[scen_of_row, u_sorted] = vol[order]
     named_start = np.concatenate([np.flatnonzero(first), [len(order)]]).astype(np.int64)
-    return Scenarios(table=t, ids=ids, weight=np.ascontiguousarray(w_sorted[first]), mult=mult,
+    return Scenarios(table=t, ids=ids, weight=np.ascontiguousarray(w_sorted[first]), price_shock=price_shock,
+                     mult=1.0 + price_shock,
                      vol_shift=vol_shift, named_start=named_start,
                      named_u=np.ascontiguousarray(u_sorted, dtype=np.int32))
 
