@@ -22,7 +22,8 @@ from .risk import OPTION_MARGIN, kernel_market, value_instruments
 __all__ = ["exposures", "venue_exposures", "account_concentration", "EXPOSURES_SCHEMA"]
 
 EXPOSURES_SCHEMA = pa.schema([
-    ("account_id", pa.int64()), ("underlying", pa.string()), ("delta", pa.float64()), ("delta_usd", pa.float64()),
+    ("account_id", pa.int64()), ("underlying", pa.dictionary(pa.int32(), pa.string())), ("delta", pa.float64()),
+    ("delta_usd", pa.float64()),
     ("gamma", pa.float64()), ("gamma_usd", pa.float64()), ("vega", pa.float64()), ("concentration", pa.float64()),
 ])
 
@@ -35,7 +36,8 @@ def exposures(market, book, *, rate: float = 0.0) -> pa.Table:
     pa.Table
         One row per (account, underlying) the account holds something of that moves with the underlying (a
         position on it, a position settled in an asset that follows it, a balance in such an asset), sorted
-        by account_id, then underlying in the market's order. Columns:
+        by account_id, then underlying in the market's order (``underlying`` is dictionary-encoded, its
+        dictionary the market's underlyings). Columns:
 
         - ``delta_usd``: dE/dm, the USD gain of the account's equity per 100 % move of the underlying (a move
           of r changes equity by about delta_usd*r); ``delta`` = delta_usd / index price, underlying units.
@@ -65,7 +67,7 @@ def exposures(market, book, *, rate: float = 0.0) -> pa.Table:
             *readonly(((val.price, val.forward, val.settle_px, val.asset_px, val.delta, val.gamma, val.vega),
                        M.asset_cw, M.asset_bw, (M.underlying, np.ascontiguousarray(M.asset_underlying[M.settle]),
                                                 M.asset_underlying))))
-    scratch = (np.empty((k, n_u, 3)), np.empty((k, n_u), np.uint8), np.empty((k, n_u), np.int64))
+    scratch = (np.empty((k, n_u, 3)), np.zeros((k, n_u), np.uint8), np.empty((k, n_u), np.int64))
     counts = np.empty(n, np.int64)
     exposure_counts(counts, *args, *scratch)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -75,7 +77,8 @@ def exposures(market, book, *, rate: float = 0.0) -> pa.Table:
     names = market.underlying_names
     return pa.table({
         "account_id": np.repeat(bound.book.account_id, counts),
-        "underlying": names.take(pa.array(out_u)),
+        # dictionary-encoded over the market's underlyings: millions of rows, a few dozen names
+        "underlying": pa.DictionaryArray.from_arrays(pa.array(out_u), names),
         **{c: out[j] for j, c in enumerate(EXPOSURE_FLOATS) if c != "concentration"},
         "concentration": pa.array(out[-1], pa.float64(), mask=np.isnan(out[-1])),
     }, schema=EXPOSURES_SCHEMA)
@@ -90,6 +93,8 @@ def venue_exposures(table: pa.Table, market=None) -> pa.Table:
     by first appearance. Sums run in the table's row order (deterministic).
     """
     und = table.column("underlying").combine_chunks()
+    if pa.types.is_dictionary(und.type):
+        und = und.dictionary_decode()
     names = market.underlying_names if market is not None else und.unique()
     code = pc.index_in(und, value_set=names).to_numpy(zero_copy_only=False).astype(np.int64)
     n_u = len(names)
@@ -129,7 +134,7 @@ def account_concentration(table: pa.Table, book) -> pa.Table:
     top_row = np.full(n, -1, np.int64)
     top_row[acc[order][first]] = order[first]
     has = (top_row >= 0) & (gross > 0)
-    top = table.column("underlying").combine_chunks().take(pa.array(np.maximum(top_row, 0)))
+    top = table.column("underlying").combine_chunks().take(pa.array(np.maximum(top_row, 0))).cast(pa.string())
     largest = np.where(has, np.abs(d[np.maximum(top_row, 0)]) if len(d) else 0.0, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         conc = largest / gross

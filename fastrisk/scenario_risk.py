@@ -87,15 +87,23 @@ def revalue(market, scen, rate: float = 0.0) -> Revaluation:
         group_of = group_of.reshape(-1)
     else:
         keys, group_of = np.zeros((0, n_i + n_k), bool), np.zeros(0, np.int64)
-    group_scen = np.argsort(group_of, kind="stable").astype(np.int64)
+    # Inside a group, scenarios with the same price moves side by side (a vol-up / vol-down pair), so that
+    # an instrument priced exactly as in the previous scenario is not re-evaluated (``repeat``).
+    group_scen = np.lexsort(tuple(scen.mult.T[::-1]) + (group_of,)).astype(np.int64) if n_s else \
+        np.zeros(0, np.int64)
     group_start = np.searchsorted(group_of[group_scen], np.arange(len(keys) + 1)).astype(np.int64)
+    same = np.ones((n_s, n_i), bool)
+    for values in shocked[:3]:  # price, forward, settle price
+        same[1:] &= values[group_scen[1:]] == values[group_scen[:-1]]
+    same[group_start[:-1]] = False  # the first of a group has no predecessor
+    repeat = np.ascontiguousarray(same, dtype=np.uint8)
     # Bit g of word g // 64: group g moves this instrument (asset).
     words = np.zeros((n_i + n_k, max((len(keys) + 63) // 64, 1)), np.uint64)
     for g in range(len(keys)):
         words[keys[g], g // 64] |= np.uint64(1) << np.uint64(g % 64)
     groups = (group_start, group_scen, np.ascontiguousarray(keys[:, :n_i], dtype=np.uint8),
               np.ascontiguousarray(keys[:, n_i:], dtype=np.uint8), np.ascontiguousarray(words[:n_i]),
-              np.ascontiguousarray(words[n_i:]))
+              np.ascontiguousarray(words[n_i:]), repeat)
     return Revaluation(base, shocked, groups)
 
 
@@ -133,13 +141,15 @@ def account_chunks(n_accounts: int) -> int:
 
 def chunk_scratch(bound, n_chunks: int, rev: Revaluation):
     """Per-chunk scratch for one account at a time: its rows' cached contributions, the lists of rows a
-    scenario group moves (sized for the largest account) and its group mask."""
+    scenario group moves (sized for the largest account), its group mask, and the moved rows' contributions
+    in the previous scenario."""
     B = bound.book
     max_pos = max(int(np.diff(B.pos_start).max(initial=0)), 1)
     max_bal = max(int(np.diff(B.bal_start).max(initial=0)), 1)
     return (np.empty((n_chunks, max_pos, 4)), np.empty((n_chunks, max_pos, 2), np.int8),
             np.empty((n_chunks, max_bal)), np.empty((n_chunks, max_pos), np.int64),
-            np.empty((n_chunks, max_bal), np.int64), np.empty((n_chunks, rev.groups[4].shape[1]), np.uint64))
+            np.empty((n_chunks, max_bal), np.int64), np.empty((n_chunks, rev.groups[4].shape[1]), np.uint64),
+            np.empty((n_chunks, max_pos, 4)), np.empty((n_chunks, max_pos, 2), np.int8))
 
 
 def stress(market, book, scenarios, *, loss_matrix: bool = False, margin_call_ratio: float = MARGIN_CALL_RATIO,

@@ -48,20 +48,29 @@ def value_sensitivities(kind, price, forward, delta, gamma):
 
 
 @inline
+def _touch(u, acc, touched, order, n):
+    """First sight of underlying ``u`` in this account: zero its sums and list it. Returns the new count."""
+    if touched[u]:
+        return n
+    touched[u] = 1
+    acc[u, _D] = 0.0
+    acc[u, _G] = 0.0
+    acc[u, _V] = 0.0
+    order[n] = u
+    return n + 1
+
+
+@inline
 def _account_exposures(a, book, inst, tiers, option_margin, val, asset_cw, asset_bw, row_underlying, acc, touched,
                        order):
     """Sensitivities of account ``a`` per underlying into ``acc`` [u, 3] (delta_usd, gamma_usd, vega), the
-    underlyings it touches listed ascending in ``order``; returns how many."""
+    underlyings it touches listed ascending in ``order``; returns how many. ``touched`` [u] is all 0 on entry
+    and on exit (only the account's own underlyings are reset, not all of them)."""
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, bal_amount = book
     kind, size, tier_first, tier_last, option_type, strike = inst
     price, forward, settle_px, asset_px, delta, gamma, vega = val
     inst_und, settle_und, asset_und = row_underlying
-    n_u = touched.shape[0]
-    for u in range(n_u):
-        touched[u] = 0
-        acc[u, _D] = 0.0
-        acc[u, _G] = 0.0
-        acc[u, _V] = 0.0
+    n = 0
     for p in range(pos_start[a], pos_start[a + 1]):
         i = pos_instrument[p]
         value = position_figures(kind[i], quantity[p], size[i], price[i], forward[i], entry_price[p], tier_first[i],
@@ -70,13 +79,13 @@ def _account_exposures(a, book, inst, tiers, option_margin, val, asset_cw, asset
         d1, d2 = value_sensitivities(kind[i], price[i], forward[i], delta[i], gamma[i])
         px = settle_px[i]
         u = inst_und[i]
-        touched[u] = 1
+        n = _touch(u, acc, touched, order, n)
         acc[u, _D] += units * d1 * px
         acc[u, _G] += units * d2 * px
         acc[u, _V] += units * vega[i] * px
         v = settle_und[i]
         if v >= 0:
-            touched[v] = 1
+            n = _touch(v, acc, touched, order, n)
             held = value + (isolated_margin[p] if isolated[p] else 0.0)  # settle units moving with v
             acc[v, _D] += held * px
             if v == u:
@@ -85,13 +94,17 @@ def _account_exposures(a, book, inst, tiers, option_margin, val, asset_cw, asset
         k = bal_asset[b]
         v = asset_und[k]
         if v >= 0:
-            touched[v] = 1
+            n = _touch(v, acc, touched, order, n)
             acc[v, _D] += balance_usd(asset_px[k], bal_amount[b], asset_cw[k], asset_bw[k])
-    n = 0
-    for u in range(n_u):
-        if touched[u]:
-            order[n] = u
-            n += 1
+    for q in range(1, n):  # underlyings ascending (an account touches a few: insertion sort)
+        u = order[q]
+        r = q - 1
+        while r >= 0 and order[r] > u:
+            order[r + 1] = order[r]
+            r -= 1
+        order[r + 1] = u
+    for q in range(n):
+        touched[order[q]] = 0
     return n
 
 
@@ -99,7 +112,8 @@ def _account_exposures(a, book, inst, tiers, option_margin, val, asset_cw, asset
 def exposure_counts(counts, book, inst, tiers, option_margin, val, asset_cw, asset_bw, row_underlying, acc, touched,
                     order):
     """Rows per account: ``counts[a]`` = the underlyings account ``a`` is exposed to. Scratch per chunk:
-    ``acc`` [c, u, 3], ``touched`` [c, u] uint8, ``order`` [c, u] int64 (the chunk count is their first axis)."""
+    ``acc`` [c, u, 3], ``touched`` [c, u] uint8 (zeroed by the caller), ``order`` [c, u] int64 (the chunk
+    count is their first axis)."""
     n = counts.shape[0]
     n_chunks = acc.shape[0]
     for c in prange(n_chunks):

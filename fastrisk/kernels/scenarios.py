@@ -132,6 +132,24 @@ def _moved_position(a, j, s, book, inst, tiers, option_margin, shocked):
 
 
 @inline
+def _moved_contribution(a, j, r, q, s, book, inst, tiers, option_margin, shocked, repeat, last_f, last_i):
+    """``_moved_position`` of moved row ``j`` (the ``r``-th moved row) at scenario ``s``, the ``q``-th of its
+    group: when ``repeat[q, i]`` says its instrument is priced exactly as in the group's previous scenario
+    (e.g. a future in a vol-up / vol-down pair), the previous result kept in ``last_f``/``last_i``."""
+    i = book[1][book[0][a] + j]
+    if repeat[q, i]:
+        return (np.int64(last_i[r, 0]), last_f[r, 0], last_f[r, 1], last_f[r, 2], last_f[r, 3], last_i[r, 1] != 0)
+    cont = _moved_position(a, j, s, book, inst, tiers, option_margin, shocked)
+    last_i[r, 0] = cont[0]
+    last_i[r, 1] = cont[5]
+    last_f[r, 0] = cont[1]
+    last_f[r, 1] = cont[2]
+    last_f[r, 2] = cont[3]
+    last_f[r, 3] = cont[4]
+    return cont
+
+
+@inline
 def _moved_balance(a, j, s, book, shocked, asset_cw, asset_bw):
     """``margin.balance_usd`` of balance row ``j`` of account ``a`` at scenario ``s``'s asset prices."""
     _, _, _, _, _, _, bal_start, bal_asset, bal_amount = book
@@ -143,7 +161,7 @@ def _moved_balance(a, j, s, book, shocked, asset_cw, asset_bw):
 @kernel(parallel=True)
 def stress_accounts(acc_f, acc_i, totals, loss_matrix, book, inst, tiers, option_margin, margin_call_ratio, base,
                     shocked, asset_cw, asset_bw, weight, groups, pos_f, pos_i, bal_f, moved_pos, moved_bal, masks,
-                    group_totals):
+                    last_f, last_i, group_totals):
     """Every account under every scenario (SPEC §5 ``stress``).
 
     Parameters (arrays allocated by the caller)
@@ -159,19 +177,21 @@ def stress_accounts(acc_f, acc_i, totals, loss_matrix, book, inst, tiers, option
     base, shocked : (price, forward, settle_px, asset_px): [i], [i], [i], [k] today and [s, i] ... [s, k] per scenario.
     weight : [s].
     groups : (group_start [g+1], group_scen [s], inst_moved [g, i] uint8, asset_moved [g, k] uint8,
-        inst_groups [i, w] uint64, asset_groups [k, w] uint64): scenarios
+        inst_groups [i, w] uint64, asset_groups [k, w] uint64, repeat [s, i] uint8): scenarios
         ``group_scen[group_start[g]:group_start[g+1]]`` move exactly the flagged instruments and assets;
-        bit g of ``*_groups`` says group g moves that instrument / asset.
-    pos_f, pos_i, bal_f, moved_pos, moved_bal, masks, group_totals : per-chunk scratch [c, max positions, 4]
-        float64, [c, max positions, 2] int8, [c, max balances] float64, [c, max positions] and
-        [c, max balances] int64, [c, w] uint64 and [c, g, 9] float64 (zeroed by the caller); ``c`` (their
-        first axis) is the chunk count.
+        bit g of ``*_groups`` says group g moves that instrument / asset; ``repeat[q, i]``: instrument i is
+        priced in scenario ``group_scen[q]`` exactly as in ``group_scen[q-1]`` of the same group.
+    pos_f, pos_i, bal_f, moved_pos, moved_bal, masks, last_f, last_i, group_totals : per-chunk scratch
+        [c, max positions, 4] float64, [c, max positions, 2] int8, [c, max balances] float64,
+        [c, max positions] and [c, max balances] int64, [c, w] uint64, [c, max positions, 4] float64,
+        [c, max positions, 2] int8 and [c, g, 9] float64 (zeroed by the caller); ``c`` (their first axis) is
+        the chunk count.
 
     The loss of an account in a scenario is its base cross equity minus its cross equity in the scenario
     (USD; positive = the account loses): the Σ over its moved cross rows and balances of base value minus
     scenario value.
     """
-    group_start, group_scen, inst_moved, asset_moved, inst_groups, asset_groups = groups
+    group_start, group_scen, inst_moved, asset_moved, inst_groups, asset_groups, repeat = groups
     n = book[0].shape[0] - 1
     n_chunks = pos_f.shape[0]
     n_groups = group_start.shape[0] - 1
@@ -183,6 +203,8 @@ def stress_accounts(acc_f, acc_i, totals, loss_matrix, book, inst, tiers, option
         mp = moved_pos[c]
         mb = moved_bal[c]
         mask = masks[c]
+        lf = last_f[c]
+        li = last_i[c]
         tot = totals[c]
         gtot = group_totals[c]
         for a in range(c * n // n_chunks, (c + 1) * n // n_chunks):
@@ -219,7 +241,8 @@ def stress_accounts(acc_f, acc_i, totals, loss_matrix, book, inst, tiers, option
                     iso_bad = iso_bad0
                     for r in range(n_p):
                         j = mp[r]
-                        cont = _moved_position(a, j, s, book, inst, tiers, option_margin, shocked)
+                        cont = _moved_contribution(a, j, r, q, s, book, inst, tiers,
+                                                   option_margin, shocked, repeat, lf, li)
                         if cont[0] == ISOLATED:
                             n_liq += np.int64(cont[5]) - pi[j, _LIQ]
                             iso_bad += max(-cont[1], 0.0) - max(-pf[j, _VALUE], 0.0)
@@ -266,7 +289,8 @@ def stress_accounts(acc_f, acc_i, totals, loss_matrix, book, inst, tiers, option
 
 @kernel(parallel=True)
 def portfolio_losses(out, book, inst, tiers, option_margin, base, shocked, asset_cw, asset_bw, weight, groups, named,
-                     row_underlying, covered, pos_f, pos_i, bal_f, moved_pos, moved_bal, masks, loss_u, named_flag):
+                     row_underlying, covered, pos_f, pos_i, bal_f, moved_pos, moved_bal, masks, last_f, last_i, loss_u,
+                     named_flag):
     """Portfolio margin (SPEC §5): per account, ``out[0, a]`` = Σ_u max(loss_u, 0), and ``out[1, a]``,
     ``out[2, a]`` = the standard (SPEC §2) IM and MM of its cross positions on underlyings no scenario names.
 
@@ -283,7 +307,7 @@ def portfolio_losses(out, book, inst, tiers, option_margin, base, shocked, asset
     by the caller).
     """
     pos_start, pos_instrument, _, _, _, _, _, bal_asset, _ = book
-    group_start, group_scen, inst_moved, asset_moved, inst_groups, asset_groups = groups
+    group_start, group_scen, inst_moved, asset_moved, inst_groups, asset_groups, repeat = groups
     named_start, named_u = named
     inst_und, settle_und, asset_und = row_underlying
     n = pos_start.shape[0] - 1
@@ -300,6 +324,8 @@ def portfolio_losses(out, book, inst, tiers, option_margin, base, shocked, asset
         acc_u = loss_u[c, 1]
         flag = named_flag[c]
         mask = masks[c]
+        lf = last_f[c]
+        li = last_i[c]
         for a in range(c * n // n_chunks, (c + 1) * n // n_chunks):
             _cache_base(a, book, inst, tiers, option_margin, base, asset_cw, asset_bw, pf, pi, bf)
             _account_groups(a, book, inst_groups, asset_groups, mask)
@@ -326,7 +352,9 @@ def portfolio_losses(out, book, inst, tiers, option_margin, base, shocked, asset
                         j = mp[r]
                         if pi[j, _BUCKET] == ISOLATED:
                             continue
-                        loss = pf[j, _VALUE] - _moved_position(a, j, s, book, inst, tiers, option_margin, shocked)[1]
+                        loss = pf[j, _VALUE] - _moved_contribution(a, j, r, q, s, book,
+                                                                   inst, tiers, option_margin, shocked, repeat, lf,
+                                                                   li)[1]
                         i = pos_instrument[p0 + j]
                         u = inst_und[i]
                         if flag[u]:

@@ -79,4 +79,8 @@ def exposures(market, book, *, rate=0.0, option_margin=(0.15, 0.10, 0.075)):
     schema = pa.schema([("account_id", pa.int64()), ("underlying", pa.string()), ("delta", pa.float64()),
                         ("delta_usd", pa.float64()), ("gamma", pa.float64()), ("gamma_usd", pa.float64()),
                         ("vega", pa.float64()), ("concentration", pa.float64())])
-    return pa.Table.from_pylist(rows, schema=schema)
+    table = pa.Table.from_pylist(rows, schema=schema)
+    # the underlying as fastrisk.exposures writes it: dictionary-encoded over the market's underlyings
+    codes = pa.array([order[u] for u in table.column("underlying").to_pylist()], pa.int32())
+    names = pa.array(list(order), pa.string())
+    return table.set_column(1, "underlying", pa.DictionaryArray.from_arrays(codes, names))
