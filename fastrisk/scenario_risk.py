@@ -82,11 +82,13 @@ def revalue(market, scen, rate: float = 0.0) -> Revaluation:
             out[s] = new
     moved = np.concatenate([(shocked[0] != base[0]) | (shocked[1] != base[1]) | (shocked[2] != base[2]),
                             shocked[3] != base[3]], axis=1)
-    if n_s:
-        keys, group_of = np.unique(moved, axis=0, return_inverse=True)
-        group_of = group_of.reshape(-1)
-    else:
-        keys, group_of = np.zeros((0, n_i + n_k), bool), np.zeros(0, np.int64)
+    # Group ids by first appearance of each moved set (hashing the packed bits: np.unique over rows of
+    # 100k instruments would sort them); the order of the groups does not change any result.
+    group_of = np.empty(n_s, np.int64)
+    first_scenario: dict[bytes, int] = {}
+    for s in range(n_s):
+        group_of[s] = first_scenario.setdefault(np.packbits(moved[s]).tobytes(), len(first_scenario))
+    keys = moved[np.unique(group_of, return_index=True)[1]]  # group g's moved set, from its first scenario
     # Inside a group, scenarios with the same price moves side by side (a vol-up / vol-down pair), so that
     # an instrument priced exactly as in the previous scenario is not re-evaluated (``repeat``).
     group_scen = np.lexsort(tuple(scen.mult.T[::-1]) + (group_of,)).astype(np.int64) if n_s else \
