@@ -145,7 +145,9 @@ def account_risk_section(ctx: Context):
 
 def sections() -> list:
     """Benchmark sections in the order printed; later topics register theirs here."""
-    return [account_risk_section]
+    from .bench_stress import stress_section
+
+    return [account_risk_section, stress_section]
 
 
 def run(args) -> int:
