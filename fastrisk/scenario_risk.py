@@ -183,7 +183,7 @@ def stress(market, book, scenarios, *, loss_matrix: bool = False, margin_call_ra
     >>> result.accounts.num_rows == book.n_accounts, result.scenarios.num_rows
     (True, 32)
     """
-    from .kernels.scenarios import SCENARIO_TOTALS, stress_accounts
+    from .kernels.scenarios import SCENARIO_TOTALS, STRESS_FLOATS, STRESS_INTS, stress_accounts
     from .scenarios import prepare
 
     scen = prepare(scenarios, market)
@@ -193,7 +193,7 @@ def stress(market, book, scenarios, *, loss_matrix: bool = False, margin_call_ra
     M = market.arrays
     n = len(bound.book.account_id)
     k = account_chunks(n)
-    acc_f, acc_i = np.empty((5, n)), np.empty((3, n), np.int32)
+    acc_f, acc_i = np.empty((len(STRESS_FLOATS), n)), np.empty((len(STRESS_INTS), n), np.int32)
     totals = np.zeros((k, scen.n, len(SCENARIO_TOTALS)))
     matrix = np.empty((n, scen.n)) if loss_matrix else np.empty((0, 0))
     stress_accounts(acc_f, acc_i, totals, matrix, kernel_book(bound), *readonly((inst, tiers)),
@@ -201,18 +201,20 @@ def stress(market, book, scenarios, *, loss_matrix: bool = False, margin_call_ra
                     *readonly((rev.base, rev.shocked, M.asset_cw, M.asset_bw, scen.weight, rev.groups)),
                     *chunk_scratch(bound, k, rev), np.zeros((k, len(rev.groups[0]) - 1, len(SCENARIO_TOTALS))))
 
-    worst = acc_i[1]
+    f = dict(zip(STRESS_FLOATS, acc_f))
+    i = dict(zip(STRESS_INTS, acc_i))
+    worst = i["worst_scenario"]
     accounts = pa.table({
         "account_id": bound.book.account_id,
-        "equity": acc_f[0],
-        "maintenance_margin": acc_f[1],
-        "status": status_array(acc_i[0].astype(np.int8)),
-        "worst_loss": acc_f[2],
+        "equity": f["equity"],
+        "maintenance_margin": f["maintenance_margin"],
+        "status": status_array(i["status"].astype(np.int8)),
+        "worst_loss": f["worst_loss"],
         "worst_scenario": pa.array(scen.ids[np.maximum(worst, 0)] if scen.n else np.zeros(n, np.int32),
                                    pa.int32(), mask=worst < 0),
-        "equity_after": acc_f[3],
-        "maintenance_margin_after": acc_f[4],
-        "status_after": status_array(acc_i[2].astype(np.int8)),
+        "equity_after": f["equity_after"],
+        "maintenance_margin_after": f["maintenance_margin_after"],
+        "status_after": status_array(i["status_after"].astype(np.int8)),
     })
     venue = totals.sum(axis=0)  # chunks in order: the same sums whatever the thread count
     counts = {"accounts_losing", "accounts_liquidatable", "accounts_bankrupt", "newly_liquidatable",
