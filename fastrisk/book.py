@@ -17,11 +17,12 @@ import pyarrow.compute as pc
 
 from . import codes as C
 from .errors import InputError
-from .tables import BALANCES, POSITIONS, conform, examples, find_table_file, numeric_values, read
+from .tables import (BALANCES, POSITIONS, ReadOnlyArrays, conform, examples, find_table_file, numeric_values,
+                     read)
 
 
 @dataclass(frozen=True)
-class BookArrays:
+class BookArrays(ReadOnlyArrays):
     """Positions and balances by account. Index letters: a = accounts, p = positions, b = balances;
     account ``a`` owns positions ``pos_start[a]:pos_start[a+1]`` and balances ``bal_start[a]:bal_start[a+1]``."""
 
@@ -41,7 +42,7 @@ class BookArrays:
 
 
 @dataclass(frozen=True)
-class BoundBook:
+class BoundBook(ReadOnlyArrays):
     """A book resolved against one market: instrument rows and asset codes in the market's numbering."""
 
     book: BookArrays

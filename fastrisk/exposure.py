@@ -55,7 +55,8 @@ def exposures(market, book, *, rate: float = 0.0) -> pa.Table:
     ['account_id', 'underlying', 'delta', 'delta_usd']
     """
     from .kernels.exposures import EXPOSURE_FLOATS, exposure_counts, exposure_rows
-    from .scenario_risk import account_chunks, kernel_book, readonly
+    from .scenario_risk import account_chunks, kernel_book
+    from .tables import readonly
 
     bound = book.bind(market)
     M = market.arrays

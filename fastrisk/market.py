@@ -13,15 +13,15 @@ import pyarrow.compute as pc
 
 from . import codes as C
 from .errors import InputError
-from .tables import (ASSETS, INSTRUMENTS, TIERS, UNDERLYINGS, codes, conform, examples, find_table_file,
-                     timestamp_us)
+from .tables import (ASSETS, INSTRUMENTS, TIERS, UNDERLYINGS, ReadOnlyArrays, codes, conform, examples,
+                     find_table_file, timestamp_us)
 
 _YEAR_US = 365 * 86400 * 1_000_000  # option time in years of 365 days (SPEC §2)
 AS_OF_KEY = b"fastrisk.as_of"       # schema metadata carrying as_of in a venue directory
 
 
 @dataclass(frozen=True)
-class MarketArrays:
+class MarketArrays(ReadOnlyArrays):
     """Everything the kernels need to know about the market, as plain arrays.
 
     Index letters: a = assets, u = underlyings, i = instruments (dense, in table order),

@@ -42,7 +42,8 @@ def portfolio_outputs(market, bound, scenarios=None, *, rate: float = 0.0, optio
     from .kernels.margin import ACCOUNT_FLOAT_COLUMNS
     from .kernels.scenarios import apply_margin, portfolio_losses
     from .scenarios import prepare, span
-    from .scenario_risk import account_chunks, chunk_scratch, kernel_book, readonly, revalue
+    from .scenario_risk import account_chunks, chunk_scratch, kernel_book, revalue
+    from .tables import readonly
 
     if not im_factor >= 1.0:
         raise ValueError("im_factor must be >= 1 (initial margin is at least maintenance margin)")

@@ -10,14 +10,14 @@ import pyarrow as pa
 from . import codes as C
 from .book import Book, BoundBook
 from .market import Market
-from .tables import ACCOUNT_RISK, POSITION_RISK
+from .tables import ACCOUNT_RISK, POSITION_RISK, ReadOnlyArrays
 
 OPTION_MARGIN = (0.15, 0.10, 0.075)  # Deribit-shaped short-option margin: IM fraction, IM floor, MM fraction
 MARGIN_CALL_RATIO = 0.8
 
 
 @dataclass(frozen=True)
-class Valuation:
+class Valuation(ReadOnlyArrays):
     """Every instrument and asset priced at one set of per-underlying multipliers (arrays indexed by
     instrument ``i`` or asset ``a``)."""
 

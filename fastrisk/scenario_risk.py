@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from .risk import MARGIN_CALL_RATIO, OPTION_MARGIN, kernel_market, status_array, value_instruments
+from .tables import readonly
 
 __all__ = ["stress", "StressResult"]
 
@@ -107,23 +108,6 @@ def revalue(market, scen, rate: float = 0.0) -> Revaluation:
               np.ascontiguousarray(keys[:, n_i:], dtype=np.uint8), np.ascontiguousarray(words[:n_i]),
               np.ascontiguousarray(words[n_i:]), repeat)
     return Revaluation(base, shocked, groups)
-
-
-def readonly(arrays):
-    """The same arrays (nested in tuples) as read-only views, without a copy.
-
-    Numba compiles one machine-code version per argument type, and a read-only array (a zero-copy view of an
-    Arrow buffer) is another type than a writable one. Inputs arrive either way depending on the data (a
-    column with nulls is copied, one without is not), so the scenario kernels take every input read-only:
-    one compilation instead of one per combination.
-    """
-    if isinstance(arrays, tuple):
-        return tuple(readonly(a) for a in arrays)
-    if isinstance(arrays, np.ndarray):
-        view = arrays.view()
-        view.flags.writeable = False
-        return view
-    return arrays
 
 
 def kernel_book(bound):

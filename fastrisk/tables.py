@@ -418,6 +418,33 @@ def examples(t: pa.Table, schema: Schema, column: str, rows, limit: int = 5) -> 
     return out
 
 
+def readonly(arrays):
+    """The same arrays (nested in tuples) as read-only views, without a copy.
+
+    Numba compiles one machine-code version per argument type, and a read-only array (a zero-copy view of an
+    Arrow buffer) is another type than a writable one. Inputs arrive either way depending on the data (a
+    column with nulls is copied, one without is not), so the scenario kernels take every input read-only:
+    one compilation instead of one per combination.
+    """
+    if isinstance(arrays, tuple):
+        return tuple(readonly(a) for a in arrays)
+    if isinstance(arrays, np.ndarray):
+        view = arrays.view()
+        view.flags.writeable = False
+        return view
+    return arrays
+
+
+class ReadOnlyArrays:
+    """Mixin for frozen dataclasses of kernel inputs: every array field becomes a read-only view, so each
+    kernel compiles once (see :func:`readonly`)."""
+
+    def __post_init__(self):
+        for name, value in vars(self).items():
+            if isinstance(value, (np.ndarray, tuple)):
+                object.__setattr__(self, name, readonly(value))
+
+
 def timestamp_us(value) -> int:
     """A datetime, numpy datetime64 or Arrow timestamp scalar as microseconds since the epoch, UTC."""
     scalar = pa.scalar(value)
