@@ -1,0 +1,17 @@
+"""The README's Python example runs as written (on a smaller venue)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def test_readme_python_example_runs():
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    start = text.index("```python\n") + len("```python\n")
+    code = text[start:text.index("```", start)]
+    assert "fr.generate.exchange(100_000" in code
+    namespace: dict = {}
+    exec(compile(code.replace("100_000", "2_000"), "README.md", "exec"), namespace)
+    accounts, result = namespace["accounts"], namespace["result"]
+    assert accounts.num_rows == result.accounts.num_rows == namespace["portfolio"].num_rows
+    assert namespace["worst"].num_rows == 5
