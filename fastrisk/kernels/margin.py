@@ -233,9 +233,9 @@ def account_figures(a, pos_start, pos_instrument, quantity, entry_price, isolate
 
 
 @kernel(parallel=True)
-def account_margin(out, status, n_positions, n_iso_liq, pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start,
-                   bal_asset, bal_amount, inst, tiers, price, forward, settle_px, asset_px, asset_cw, asset_bw,
-                   option_margin, margin_call_ratio):
+def account_margin(out, status, n_positions, n_iso_liq, pos_start, pos_instrument, quantity, entry_price,
+                   isolated, isolated_margin, bal_start, bal_asset, bal_amount, inst, tiers, price, forward,
+                   settle_px, asset_px, asset_cw, asset_bw, option_margin, margin_call_ratio):
     """Cross-margin account risk of every account (SPEC §3), written into one row per account of
     ``out`` [11, a] (columns in ``ACCOUNT_FLOAT_COLUMNS`` order), ``status`` [a] int8, ``n_positions``
     [a] int32 and ``n_iso_liq`` [a] int32.
@@ -273,10 +273,9 @@ def account_margin(out, status, n_positions, n_iso_liq, pos_start, pos_instrumen
         n_iso_liq[a] = iso_liq
 
 
-
 @chunked
-def position_margin(out, tier, liq, pos_instrument, quantity, entry_price, isolated, isolated_margin, inst, tiers, price,
-                    forward, settle_px, option_margin, n_chunks):
+def position_margin(out, tier, liq, pos_instrument, quantity, entry_price, isolated, isolated_margin, inst,
+                    tiers, price, forward, settle_px, option_margin, n_chunks):
     """Per-position figures in USD (SPEC §3 ``position_risk``).
 
     Writes ``out`` [6, p]: notional_usd, upnl_usd, value_usd, initial_margin, maintenance_margin, isolated
