@@ -82,14 +82,20 @@ def isolated_bucket(isolated_margin, value, mm, px):
 
 
 @inline
+def per_equity(x, equity):
+    """``x / equity`` for the ratios of SPEC §3 (margin ratio, leverage): 0 when x is 0, +inf when there
+    is something to cover and no positive equity to cover it."""
+    if x == 0.0:
+        return 0.0
+    if equity <= 0.0:
+        return np.inf
+    return x / equity
+
+
+@inline
 def account_status(equity, mm, margin_call_ratio):
     """``(margin_ratio, status)`` of a cross bucket (SPEC §3 and docs/conventions.md)."""
-    if mm == 0.0:
-        ratio = 0.0
-    elif equity <= 0.0:
-        ratio = np.inf
-    else:
-        ratio = mm / equity
+    ratio = per_equity(mm, equity)
     if equity < 0.0:
         return ratio, BANKRUPT
     if mm > 0.0 and equity <= mm:
@@ -251,12 +257,7 @@ def account_margin(out, status, n_positions, n_iso_liq, pos_start, pos_instrumen
             option_margin)
         equity = coll + upnl + optv
         ratio, st = account_status(equity, mm, margin_call_ratio)
-        if gross == 0.0:
-            leverage = 0.0
-        elif equity <= 0.0:
-            leverage = np.inf
-        else:
-            leverage = gross / equity
+        leverage = per_equity(gross, equity)
         out[0, a] = coll
         out[1, a] = upnl
         out[2, a] = optv
