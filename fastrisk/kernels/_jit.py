@@ -15,9 +15,14 @@ import numba
 _SETTINGS = dict(nopython=True, nogil=True, cache=True, fastmath=False, error_model="numpy")
 
 
-def kernel(fn=None, *, parallel: bool = False):
-    """Decorate a kernel; ``parallel=True`` enables ``prange`` over accounts or row chunks."""
-    deco = numba.jit(parallel=parallel, **_SETTINGS)
+def kernel(fn=None, *, parallel: bool = False, nrt: bool = True):
+    """Decorate a kernel; ``parallel=True`` enables ``prange`` over accounts or row chunks.
+
+    ``nrt=False`` compiles without Numba's reference counting, for a function that allocates nothing but
+    is called with many arrays: unpacking a tuple of arrays inside a loop otherwise costs an atomic
+    increment and decrement per array and iteration, which can cost more than the arithmetic.
+    """
+    deco = numba.jit(parallel=parallel, _nrt=nrt, **_SETTINGS)
     return deco if fn is None else deco(fn)
 
 

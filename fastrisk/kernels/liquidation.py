@@ -1,0 +1,483 @@
+"""Liquidation multipliers (SPEC §4): for every margin bucket, the nearest factors m below and above 1 by
+which one underlying must move for the bucket to become liquidatable.
+
+Index letters: a = accounts, p = positions (sorted by account), b = balances, i = instruments,
+u = underlyings, t = tier brackets, r = output rows (buckets), j = slots of the per-account grouping.
+
+A *bucket* is either an account's cross bucket seen from one underlying ``u`` it has exposure to, or one
+isolated position (seen from its own underlying). Its *excess* ``g(m) = equity(m) - MM(m)`` (USD) is
+evaluated with the code of ``account_risk``: ``margin.account_figures`` (the whole account, once) and, for
+the rows that move with ``u``, ``margin.moved_instrument`` + ``margin.position_usd`` + ``margin.add_position``
++ ``margin.balance_usd``. The bucket is liquidatable at ``m`` when MM > 0 and ``g(m) <= 0`` (SPEC §3). MM is
+> 0 at every ``m`` exactly when the bucket holds a future with a quantity or a short option, so buckets
+without one never liquidate (NaN) and for the others the rule is ``g(m) <= 0``.
+
+Each account's cross positions with a quantity are first grouped by underlying (``group_positions``), so
+that evaluating a bucket touches only its own positions: ``g(m) = fixed + moving(m)``, where ``fixed`` (the
+rows that do not move with ``u``) is the whole account minus ``moving(1)``.
+
+Root finding, outward from m = 1 in each direction (``g`` is continuous: tiers are continuous by the
+maintenance-amount rule; and smooth between *breakpoints*, where a future's notional crosses a cap):
+
+* **linear buckets**: every row moving with ``u`` is linear in m between breakpoints (linear futures settled
+  in an asset that does not follow ``u``, inverse futures settled in one that does, anything on another
+  underlying settled in such a coin, collateral). Equity is then linear in m and MM piecewise linear.
+  - *concave* (every schedule involved has non-decreasing mmf, as exchanges publish them): MM is convex
+    (for an inverse future in its own coin, ``S*m*f(N/m)`` is the perspective of the convex ``f``), so ``g``
+    is concave: the range end decides whether a crossing exists, and if so it is unique. One evaluation at
+    the end, then refinement of [1, end].
+  - otherwise: the walk visits the breakpoints; the first one where ``g <= 0`` brackets the root.
+* **other buckets** (options on ``u``, inverse futures in a stable settle asset, linear futures settled in
+  the coin itself): the walk visits the breakpoints and a geometric grid of ``GRID_PER_DECADE`` points per
+  decade; the first bracketing cell is refined. Two crossings closer together than one grid step (3.7 %)
+  inside one cell can be missed; a crossing is never reported where there is none.
+
+Refinement is Illinois regula falsi (bracketing, superlinear; exact in one step on a linear segment, which
+is Binance's closed form), stopped when the bracket is narrower than ``REL_TOL`` relative. The factor
+returned is the bracket's far end, where the bucket *is* liquidatable: at the reported price equity <= MM,
+and a hair nearer to today it is not. Search range [``M_MIN``, ``M_MAX``].
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import prange
+
+from ..codes import INVERSE, LINEAR, OPTION
+from ._jit import chunked, inline, kernel
+from .margin import NO_POSITIONS, account_figures, add_position, balance_usd, isolated_bucket, moved_instrument, \
+    position_figures, position_usd
+
+M_MIN, M_MAX = 1e-4, 1e4
+GRID_PER_DECADE = 64
+_GRID_STEP = math.log(10.0) / GRID_PER_DECADE
+REL_TOL = 1e-13
+_MAX_REFINE = 200
+
+# How g(m) behaves between breakpoints (see the module docstring).
+CONCAVE, LINEAR_WALK, GRID_WALK = 0, 1, 2
+
+
+# ------------------------------------------------------------------------------------- account layout
+
+@inline
+def _cross_with_quantity(p, quantity, isolated):
+    return isolated[p] == 0 and quantity[p] != 0.0
+
+
+@kernel(parallel=True, nrt=False)
+def group_positions(order, n_rows, n_cross, separable, book, moving):
+    """Per account: its cross positions with a quantity into ``order[pos_start[a]:]`` grouped by underlying
+    code (row order within a group; the slots left are -1), the rows of its liquidation table into
+    ``n_rows`` [a] (cross rows + isolated positions), its cross rows into ``n_cross`` [a], and whether its
+    equity is a sum of one function per underlying into ``separable`` [a] (False when a cross position is
+    settled in an asset following another underlying than its own).
+
+    Cross rows are the underlyings the cross bucket moves with: those of its cross positions with a
+    quantity, of their settle assets, and of its balances in assets that follow an underlying; none when
+    the account has no cross position with a quantity.
+    """
+    pos_start, pos_instrument, quantity, _, isolated, _, bal_start, bal_asset, bal_amount = book
+    inst_underlying, settle_underlying, asset_underlying = moving[0], moving[1], moving[2]
+    n = pos_start.shape[0] - 1
+    for a in prange(n):
+        lo = pos_start[a]
+        k = lo
+        n_iso = 0
+        sep = True
+        for p in range(lo, pos_start[a + 1]):
+            n_iso += isolated[p] != 0
+            if not _cross_with_quantity(p, quantity, isolated):
+                continue
+            i = pos_instrument[p]
+            s = settle_underlying[i]
+            if s >= 0 and s != inst_underlying[i]:
+                sep = False
+            # Insertion by underlying (stable): accounts hold a few positions.
+            u = inst_underlying[i]
+            j = k
+            while j > lo and inst_underlying[pos_instrument[order[j - 1]]] > u:
+                order[j] = order[j - 1]
+                j -= 1
+            order[j] = p
+            k += 1
+        for j in range(k, pos_start[a + 1]):
+            order[j] = -1
+        c = 0
+        if k > lo:
+            u, first, cursor = next_exposure(a, -1, lo, k, sep, order, book, moving)
+            while u >= 0:
+                c += 1
+                u, first, cursor = next_exposure(a, u, cursor, k, sep, order, book, moving)
+        n_rows[a] = c + n_iso
+        n_cross[a] = c
+        separable[a] = sep
+
+
+@inline
+def next_exposure(a, prev, cursor, hi, sep, order, book, moving):
+    """The next underlying of account ``a``'s cross bucket after ``prev`` and its positions' slots: returns
+    ``(u, first, last)``, ``u = -1`` when there is none; ``order[first:last]`` are its cross positions on
+    ``u`` (possibly none: exposure through collateral or a settle coin only).
+
+    ``order[cursor:hi]`` are the account's grouped cross positions not yet visited (``cursor`` = the ``last``
+    of the previous call, or the account's first slot): exposures are visited in increasing code, so one
+    account costs one pass over its positions plus its few balances per exposure.
+    """
+    pos_start, pos_instrument, quantity, _, isolated, _, bal_start, bal_asset, bal_amount = book
+    inst_underlying, settle_underlying, asset_underlying = moving[0], moving[1], moving[2]
+    best = -1
+    if cursor < hi:
+        best = inst_underlying[pos_instrument[order[cursor]]]
+    if not sep:
+        for j in range(pos_start[a], pos_start[a + 1]):
+            q = order[j]
+            if q < 0:
+                break
+            c = settle_underlying[pos_instrument[q]]
+            if c > prev and (best < 0 or c < best):
+                best = c
+    for b in range(bal_start[a], bal_start[a + 1]):
+        if bal_amount[b] == 0.0:
+            continue
+        c = asset_underlying[bal_asset[b]]
+        if c > prev and (best < 0 or c < best):
+            best = c
+    last = cursor
+    while last < hi and inst_underlying[pos_instrument[order[last]]] == best:
+        last += 1
+    return best, cursor, last
+
+
+# ------------------------------------------------------------------------------------- a bucket's g(m)
+
+@inline
+def moving_figures(a, p, u, m, lo, hi, sep, order, book, inst, tiers, val, weights, option_margin, moving):
+    """``(equity, MM)`` in USD, at ``m``, of the rows of a bucket that move with ``u``: isolated position
+    ``p`` when ``p >= 0``; else account ``a``'s cross positions on ``u`` (``order[lo:hi]``), its other cross
+    positions settled in a coin following ``u`` (only when not ``sep``arable) and its balances in assets
+    following ``u``."""
+    pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
+        bal_amount = book
+    kind, option_type, strike = inst[0], inst[4], inst[5]
+    price, forward, settle_px, asset_px = val
+    inst_underlying, settle_underlying, asset_underlying = moving[0], moving[1], moving[2]
+    if p >= 0:
+        i = pos_instrument[p]
+        pr, fw, px = moved_instrument(i, u, m, kind, option_type, strike, price, forward, settle_px, moving)
+        notional, upnl, value, im, mm, _ = position_figures(
+            kind[i], quantity[p], inst[1][i], pr, fw, entry_price[p], inst[2][i], inst[3][i], option_type[i],
+            strike[i], tiers, option_margin)
+        equity, _ = isolated_bucket(isolated_margin[p], value, mm, px)
+        return equity, mm * px  # the bucket's own rule: equity against MM, both in USD
+    sums = NO_POSITIONS
+    for j in range(lo, hi):
+        q = order[j]
+        i = pos_instrument[q]
+        pr, fw, px = moved_instrument(i, u, m, kind, option_type, strike, price, forward, settle_px, moving)
+        sums = add_position(sums, position_usd(q, i, pr, fw, px, quantity, entry_price, isolated,
+                                               isolated_margin, inst, tiers, option_margin))
+    if not sep:
+        for q in range(pos_start[a], pos_start[a + 1]):
+            i = pos_instrument[q]
+            if isolated[q] or inst_underlying[i] == u or settle_underlying[i] != u:
+                continue
+            pr, fw, px = moved_instrument(i, u, m, kind, option_type, strike, price, forward, settle_px, moving)
+            sums = add_position(sums, position_usd(q, i, pr, fw, px, quantity, entry_price, isolated,
+                                                   isolated_margin, inst, tiers, option_margin))
+    collateral = 0.0
+    for b in range(bal_start[a], bal_start[a + 1]):
+        k = bal_asset[b]
+        if asset_underlying[k] == u:
+            collateral += balance_usd(asset_px[k] * m, bal_amount[b], weights[0][k], weights[1][k])
+    upnl, optv, im, mm, gross, iso_eq, n_iso = sums
+    return collateral + upnl + optv, mm
+
+
+@inline
+def shape(a, p, u, lo, hi, sep, order, book, inst, mm_convex, moving):
+    """``CONCAVE``, ``LINEAR_WALK`` or ``GRID_WALK``: how the bucket's g behaves in m (module docstring)."""
+    pos_start, pos_instrument, quantity, _, isolated, _, _, _, _ = book
+    kind = inst[0]
+    inst_underlying, settle_underlying = moving[0], moving[1]
+    out = CONCAVE
+    if p >= 0:
+        lo, hi = 0, 1
+    for j in range(lo, hi):
+        q = p if p >= 0 else order[j]
+        if quantity[q] == 0.0:
+            continue
+        i = pos_instrument[q]
+        if inst_underlying[i] != u:
+            continue  # on another underlying, settled in a coin following u: value and MM times m
+        k = kind[i]
+        coin_settled = settle_underlying[i] == u
+        if k == OPTION or (k == LINEAR and coin_settled) or (k == INVERSE and not coin_settled):
+            return GRID_WALK
+        if not mm_convex[i]:
+            out = LINEAR_WALK
+    return out
+
+
+@inline
+def excess(a, p, u, m, fixed, lo, hi, sep, order, book, inst, tiers, val, weights, option_margin, moving):
+    """``g(m) = equity - MM`` of the bucket (``fixed``: its rows that do not move with ``u``)."""
+    eq, mm = moving_figures(a, p, u, m, lo, hi, sep, order, book, inst, tiers, val, weights, option_margin,
+                            moving)
+    return (fixed + eq) - mm
+
+
+# ------------------------------------------------------------------------------------- root finding
+
+@inline
+def next_point(m, down, grid, p, lo, hi, order, u, book, inst, tiers, val, moving):
+    """The nearest factor beyond ``m`` (below it if ``down``) where a walk must look: a breakpoint of one of
+    the bucket's futures on ``u``, a grid point (``grid``) or the end of the range."""
+    _, pos_instrument, quantity, _, _, _, _, _, _ = book
+    kind, size, tier_first, tier_last = inst[0], inst[1], inst[2], inst[3]
+    cap = tiers[0]
+    price = val[0]
+    inst_underlying = moving[0]
+    best = M_MIN if down else M_MAX
+    if grid:
+        k = math.floor(math.log(m) / _GRID_STEP) if down else math.ceil(math.log(m) / _GRID_STEP)
+        g = math.exp(k * _GRID_STEP)
+        if down and g >= m:
+            g = math.exp((k - 1) * _GRID_STEP)
+        elif not down and g <= m:
+            g = math.exp((k + 1) * _GRID_STEP)
+        best = max(best, g) if down else min(best, g)
+    if p >= 0:
+        lo, hi = 0, 1
+    for j in range(lo, hi):
+        q = p if p >= 0 else order[j]
+        i = pos_instrument[q]
+        if inst_underlying[i] != u or kind[i] == OPTION or quantity[q] == 0.0:
+            continue
+        units = abs(quantity[q]) * size[i]
+        base = units * price[i] if kind[i] == LINEAR else units / price[i]  # notional at m = 1
+        for t in range(tier_first[i], tier_last[i]):  # every finite cap of the schedule
+            # Linear notional grows with m, inverse notional (coin) shrinks: where it meets the cap.
+            x = cap[t] / base if kind[i] == LINEAR else base / cap[t]
+            if down:
+                if best < x < m:
+                    best = x
+            elif m < x < best:
+                best = x
+    return best
+
+
+@inline
+def first_crossing(down, g1, target, how, a, p, u, fixed, lo, hi, sep, order, book, inst, tiers, val, weights,
+                   option_margin, moving):
+    """The nearest factor below (``down``) or above 1 where ``g <= target``, given ``g(1) = g1 > target``;
+    NaN when there is none in [M_MIN, M_MAX].
+
+    A concave bucket is first evaluated at the range end: no crossing there, none at all. Then walk outward
+    from breakpoint to breakpoint (and, off linear buckets, grid point to grid point) until ``g <= target``,
+    so that a linear bucket's bracket is one linear segment; then narrow the bracket [near, far] to
+    ``REL_TOL`` relative by Illinois regula falsi, each step kept at least one tolerance inside the bracket
+    (so it always shrinks). Returns the far end, where ``g <= target``; on a linear segment the first step is
+    the exact root and is returned at once when ``g <= target`` there (else one more step just across it
+    closes the bracket). One evaluation site, so the bucket's evaluation is compiled once.
+    """
+    end = M_MIN if down else M_MAX
+    near = 1.0
+    g_near = g1
+    far = end
+    fa = 0.0
+    fb = 0.0
+    side = 0
+    refining = False
+    # A concave bucket crosses at most once in each direction: the range end tells whether it does.
+    check_end = how == CONCAVE
+    x = end if check_end else next_point(near, down, how == GRID_WALK, p, lo, hi, order, u, book, inst, tiers,
+                                         val, moving)
+    g_end = np.nan
+    while True:
+        if x == end and not np.isnan(g_end):
+            gx = g_end
+        else:
+            gx = excess(a, p, u, x, fixed, lo, hi, sep, order, book, inst, tiers, val, weights, option_margin,
+                        moving) - target
+        if check_end:
+            if gx > 0.0:
+                return np.nan
+            check_end = False
+            g_end = gx
+            x = next_point(near, down, False, p, lo, hi, order, u, book, inst, tiers, val, moving)
+            continue
+        if not refining:
+            if gx > 0.0:
+                if x == end:
+                    return np.nan
+                near = x
+                g_near = gx + target
+                x = next_point(near, down, how == GRID_WALK, p, lo, hi, order, u, book, inst, tiers, val, moving)
+                continue
+            refining = True
+            far = x
+            fa = g_near - target
+            fb = gx
+        elif gx <= 0.0:
+            if side == 0 and how != GRID_WALK:
+                # The first step on a linear segment is its exact root (Binance's closed form): done.
+                return x
+            far, fb = x, gx
+            if side == -1:
+                fa *= 0.5
+            side = -1
+        else:
+            near, fa = x, gx
+            if side == 1:
+                fb *= 0.5
+            side = 1
+        toward = 1.0 if near > far else -1.0
+        width = (near - far) * toward
+        # A quarter of REL_TOL at the bracket's larger end: never below the spacing of floats in the bracket,
+        # so that a step of one tolerance always moves.
+        tol = 0.25 * REL_TOL * max(near, far)
+        if width <= 2.0 * tol:
+            return far
+        # Regula falsi (Illinois), kept at least one tolerance inside the bracket: after an exact step on a
+        # linear segment the next trial lands just across the root and closes the bracket.
+        step = (fb / (fb - fa)) * width
+        if not step >= tol:
+            step = tol
+        elif not step <= width - tol:
+            step = width - tol
+        x = far + toward * step
+
+
+@inline
+def bucket_factors(a, p, u, lo, hi, sep, n_exposures, split, total, order, book, inst, mm_convex, tiers, val,
+                   weights, option_margin, moving):
+    """``(m_down, m_up)`` of one bucket: 1.0 for both if liquidatable now, NaN where none.
+
+    ``total = (equity, MM)`` of account ``a``'s whole cross bucket (unused for an isolated position).
+    ``split``: instead of the liquidation factors, the nearest factors at which g has lost ``1/n_exposures``
+    of today's excess (the cascade's screen, ``kernels.cascade``); with one exposure the two coincide."""
+    eq1, mm1 = moving_figures(a, p, u, 1.0, lo, hi, sep, order, book, inst, tiers, val, weights, option_margin,
+                              moving)
+    if p >= 0:
+        fixed = 0.0
+        has_mm = mm1 > 0.0
+    else:
+        # The rows that do not move with u, once: the whole bucket minus its moving part.
+        fixed = (total[0] - eq1) - (total[1] - mm1)
+        has_mm = total[1] > 0.0
+    if not has_mm:
+        return np.nan, np.nan
+    g1 = (fixed + eq1) - mm1
+    if g1 <= 0.0:
+        return 1.0, 1.0
+    target = g1 * (1.0 - 1.0 / n_exposures) if split else 0.0
+    how = shape(a, p, u, lo, hi, sep, order, book, inst, mm_convex, moving)
+    down = np.nan
+    up = np.nan
+    for d in range(2):
+        m = first_crossing(d == 0, g1, target, how, a, p, u, fixed, lo, hi, sep, order, book, inst, tiers, val,
+                           weights, option_margin, moving)
+        if d == 0:
+            down = m
+        else:
+            up = m
+    return down, up
+
+
+# ------------------------------------------------------------------------------------- the kernel
+
+@kernel(parallel=True, nrt=False)
+def liquidation_factors(row_start, order, separable, out_account, out_u, out_pos, out_down, out_up, split, book,
+                        inst, mm_convex, tiers, val, weights, option_margin, moving):
+    """Every bucket's ``(m_down, m_up)`` (SPEC §4); account ``a``'s rows are ``row_start[a]:row_start[a+1]``:
+    its cross rows by underlying code, then its isolated positions in position order.
+
+    Writes ``out_account`` [r] (account index), ``out_u`` [r] (underlying code), ``out_pos`` [r] (position
+    index, -1 for a cross row), ``out_down`` / ``out_up`` [r] (factors; 1.0 = liquidatable now, NaN = none in
+    range). ``order`` and ``separable`` come from ``group_positions``. ``val = (price, forward, settle_px,
+    asset_px)`` is the valuation moved from (today's, or a shocked one); ``weights = (collateral_weight,
+    borrow_weight)`` per asset; ``mm_convex`` [i] = the instrument's mmf never falls from bracket to bracket;
+    ``moving`` as in ``margin.moved_instrument``. Outputs are allocated by the caller.
+
+    The loop body is one compiled call per account: the parallel pass analyses a small body, and the call
+    costs a few nanoseconds. The index is cast because the parallel loop's own is unsigned once lowered,
+    which would compile every callee a second time.
+    """
+    for a in prange(row_start.shape[0] - 1):
+        account_factors(np.int64(a), row_start, order, separable, out_account, out_u, out_pos, out_down, out_up, split,
+                        book, inst, mm_convex, tiers, val, weights, option_margin, moving)
+
+
+@kernel(nrt=False)
+def account_factors(a, row_start, order, separable, out_account, out_u, out_pos, out_down, out_up, split, book,
+                    inst, mm_convex, tiers, val, weights, option_margin, moving):
+    """The rows of account ``a`` (see ``liquidation_factors``)."""
+    pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
+        bal_amount = book
+    price, forward, settle_px, asset_px = val
+    inst_underlying = moving[0]
+    r0 = row_start[a]
+    lo = pos_start[a]
+    hi = lo
+    while hi < pos_start[a + 1] and order[hi] >= 0:
+        hi += 1
+    n_cross = row_start[a + 1] - r0
+    for p in range(lo, pos_start[a + 1]):
+        n_cross -= isolated[p] != 0
+    sep = separable[a] != 0
+    total = (0.0, 0.0)
+    if n_cross > 0:
+        coll, upnl, optv, im, mm, gross, iso_eq, n_iso = account_figures(
+            a, pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start,
+            bal_asset, bal_amount, inst, tiers, price, forward, settle_px, asset_px, weights[0], weights[1],
+            option_margin)
+        total = (coll + upnl + optv, mm)
+    # One call site for every row, cross and isolated alike: each compiled helper is specialised once.
+    u = -1
+    last = lo
+    p = lo - 1
+    for r in range(r0, row_start[a + 1]):
+        if r - r0 < n_cross:
+            u, first, last = next_exposure(a, u, last, hi, sep, order, book, moving)
+            bucket = -1
+            n_exposures = n_cross
+        else:
+            p += 1
+            while not isolated[p]:
+                p += 1
+            u = inst_underlying[pos_instrument[p]]
+            first, last = lo, lo
+            bucket = p
+            n_exposures = 1
+        out_account[r] = a
+        out_u[r] = u
+        out_pos[r] = bucket
+        out_down[r], out_up[r] = bucket_factors(a, bucket, u, first, last, sep, n_exposures, split, total, order,
+                                                book, inst, mm_convex, tiers, val, weights, option_margin, moving)
+
+
+@chunked
+def liquidation_columns(account, underlying, position, down, up, account_id, instrument_id, index_price,
+                        out_account_id, out_instrument_id, out_index, out_price, out_distance, out_valid, n_chunks):
+    """The SPEC §4 columns of every row, in one pass: ``out_account_id`` [r], ``out_instrument_id`` [r] (-1
+    for a cross row), ``out_index`` [r] (today's index price), ``out_price`` / ``out_distance`` [2, r]
+    (down, up: price = index * factor; distance = 1 - factor down, factor - 1 up) and ``out_valid`` [3, r]
+    uint8 (down found, up found, isolated row): the validity of the nullable columns."""
+    n = down.shape[0]
+    for c in prange(n_chunks):
+        for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            p = position[r]
+            index = index_price[underlying[r]]
+            out_account_id[r] = account_id[account[r]]
+            out_instrument_id[r] = instrument_id[p] if p >= 0 else -1
+            out_index[r] = index
+            out_price[0, r] = index * down[r]
+            out_price[1, r] = index * up[r]
+            out_distance[0, r] = 1.0 - down[r]
+            out_distance[1, r] = up[r] - 1.0
+            out_valid[0, r] = not np.isnan(down[r])
+            out_valid[1, r] = not np.isnan(up[r])
+            out_valid[2, r] = p >= 0

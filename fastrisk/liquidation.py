@@ -1,0 +1,196 @@
+"""Liquidation prices (SPEC §4): at what price of each underlying is each margin bucket liquidated.
+
+A *bucket* is what is liquidated as a whole: an account's cross bucket (all its cross positions and its
+collateral), seen once from every underlying it has exposure to, or one isolated position. The formulas,
+conventions and the root finding are in ``docs/liquidation.md`` and ``kernels/liquidation.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from . import codes as C
+from .book import Book, BoundBook
+from .market import Market
+from .risk import OPTION_MARGIN, Valuation, kernel_market, value_instruments
+
+__all__ = ["liquidation_prices", "LIQUIDATION_SCHEMA"]
+
+LIQUIDATION_SCHEMA = pa.schema([
+    ("account_id", pa.int64()),
+    ("underlying", pa.dictionary(pa.int32(), pa.string())),
+    ("isolated", pa.bool_()),
+    ("instrument_id", pa.int32()),
+    ("index_price", pa.float64()),
+    ("liq_price_down", pa.float64()),
+    ("liq_price_up", pa.float64()),
+    ("distance_down", pa.float64()),
+    ("distance_up", pa.float64()),
+])
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """Every bucket's liquidation factors, as the kernel wrote them (index letters: a = accounts, r = rows).
+
+    Rows of account ``a`` are ``row_start[a]:row_start[a+1]``: its cross rows by underlying code, then its
+    isolated positions. ``down``/``up`` are factors of the valuation moved from: 1.0 = liquidatable at it,
+    NaN = none in [1e-4, 1e4].
+    """
+
+    row_start: np.ndarray   # [a+1] int64
+    account: np.ndarray     # [r] int32 account index
+    underlying: np.ndarray  # [r] int32 underlying code
+    position: np.ndarray    # [r] int64 position index, -1 for a cross row
+    down: np.ndarray        # [r]
+    up: np.ndarray          # [r]
+    n_cross: np.ndarray     # [a] int32 cross rows of each account
+    separable: np.ndarray   # [a] uint8 (see kernels.liquidation.group_positions)
+    order: np.ndarray       # [p] int64 each account's cross positions grouped by underlying (group_positions)
+
+
+def kernel_moving(market: Market, rate: float = 0.0):
+    """What the kernels need to move one underlying by itself (``margin.moved_instrument``'s ``moving``)."""
+    from .kernels.valuation import model_base_values
+
+    M = market.arrays
+    model_base = model_base_values(M.kind, M.underlying, M.index_price, M.option_type, M.strike, M.expiry_years,
+                                   M.implied_vol, float(rate))
+    # The model vol is floored as in valuation.instrument_prices (SPEC §5: sigma' = max(sigma + shock, 1e-4)).
+    vol = np.maximum(M.implied_vol, 1e-4)
+    settle_underlying = np.ascontiguousarray(M.asset_underlying[M.settle], dtype=np.int32)
+    return (M.underlying, settle_underlying, M.asset_underlying, M.mark, model_base, M.expiry_years, vol,
+            float(rate))
+
+
+def kernel_book(bound: BoundBook):
+    """The bound book as the tuple the liquidation and cascade kernels take."""
+    B = bound.book
+    return (B.pos_start, bound.pos_instrument, B.quantity, B.entry_price, B.isolated, B.isolated_margin,
+            B.bal_start, bound.bal_asset, B.bal_amount)
+
+
+def mm_convex(market: Market) -> np.ndarray:
+    """[i] uint8: the instrument's maintenance fraction never falls from one bracket to the next (then its
+    MM is convex in notional; kernels.liquidation uses it to know a bucket's excess is concave)."""
+    M = market.arrays
+    rising = np.append(np.diff(M.tier_mmf) >= 0.0, True)
+    # Bracket t is followed by t+1 within the instrument's schedule for t in tier_first..tier_last-1.
+    falls_at = np.concatenate([[0], np.cumsum(~rising)])
+    falls = falls_at[M.tier_last] - falls_at[M.tier_first]
+    return np.ascontiguousarray((falls == 0) | (M.kind == C.OPTION), dtype=np.uint8)
+
+
+def bucket_multipliers(market: Market, bound: BoundBook, val: Valuation, *, split: bool = False,
+                       rate: float = 0.0, option_margin=OPTION_MARGIN) -> Buckets:
+    """Liquidation factors of every bucket, moving one underlying at a time from the valuation ``val``.
+
+    ``split=True`` gives the cascade's screening factors instead (see ``kernels.cascade``).
+    """
+    from .kernels.liquidation import group_positions, liquidation_factors
+
+    M = market.arrays
+    book = kernel_book(bound)
+    moving = kernel_moving(market, rate)
+    n, n_pos = len(bound.book.account_id), len(bound.book.quantity)
+    order = np.empty(n_pos, np.int64)
+    n_rows, n_cross, separable = np.empty(n, np.int64), np.empty(n, np.int32), np.empty(n, np.uint8)
+    group_positions(order, n_rows, n_cross, separable, book, moving)
+    row_start = np.zeros(n + 1, np.int64)
+    np.cumsum(n_rows, out=row_start[1:])
+    r = int(row_start[-1])
+    account, underlying, position = np.empty(r, np.int32), np.empty(r, np.int32), np.empty(r, np.int64)
+    down, up = np.empty(r), np.empty(r)
+    inst, tiers = kernel_market(market)
+    liquidation_factors(row_start, order, separable, account, underlying, position, down, up, bool(split), book,
+                        inst, mm_convex(market), tiers, (val.price, val.forward, val.settle_px, val.asset_px),
+                        (M.asset_cw, M.asset_bw), tuple(float(x) for x in option_margin), moving)
+    return Buckets(row_start, account, underlying, position, down, up, n_cross, separable, order)
+
+
+def liquidation_prices(market: Market, book: Book, *, rate: float = 0.0,
+                       option_margin=OPTION_MARGIN) -> pa.Table:
+    """Liquidation prices of every margin bucket (SPEC §4).
+
+    For every (account, underlying) the account's cross bucket moves with (a cross position with a quantity
+    on the underlying or settled in an asset that follows it, or a balance in such an asset; accounts
+    without a cross position with a quantity have no cross rows), and for every isolated position: the
+    underlying's index price at which the bucket becomes liquidatable when that underlying alone moves by
+    one factor m (its index, every mark on it, every option re-valued at the moved forward, every asset
+    following it), everything else unchanged. Tiers re-bracket at the moved notionals.
+
+    Parameters
+    ----------
+    market, book : Market, Book
+    rate : float
+        Continuously compounded rate for option discounting (as in ``account_risk``).
+    option_margin : (float, float, float)
+        Short-option IM fraction, IM floor, MM fraction (as in ``account_risk``).
+
+    Returns
+    -------
+    pa.Table
+        ``LIQUIDATION_SCHEMA``, sorted by account_id; within an account the cross rows first (by underlying,
+        in the order of the underlyings table), then its isolated positions (by instrument_id).
+        ``underlying``: the underlying moved (an isolated position's own). ``isolated`` / ``instrument_id``:
+        the isolated position (null instrument_id for a cross row). ``index_price``: today's.
+        ``liq_price_down``: the largest price below today's at which the bucket is liquidatable,
+        ``liq_price_up``: the smallest above it; null where there is none with m in [1e-4, 1e4] (or the
+        bucket carries no maintenance margin: long options only). ``distance_down = 1 - down/index``,
+        ``distance_up = up/index - 1`` (fractions of today's price, >= 0). A bucket liquidatable now has
+        both prices equal to today's index and both distances 0.
+
+    Examples
+    --------
+    >>> import fastrisk as fr
+    >>> market, book = fr.generate.exchange(200, seed=1)
+    >>> table = fr.liquidation_prices(market, book)
+    >>> table.column_names[:4]
+    ['account_id', 'underlying', 'isolated', 'instrument_id']
+    """
+    bound = book.bind(market)
+    buckets = bucket_multipliers(market, bound, value_instruments(market, rate=rate), rate=rate,
+                                 option_margin=option_margin)
+    return buckets_table(market, bound, buckets)
+
+
+def buckets_table(market: Market, bound: BoundBook, buckets: Buckets) -> pa.Table:
+    """The kernel's factors as the SPEC §4 table (prices = today's index price times the factors)."""
+    from .kernels._jit import n_chunks
+    from .kernels.liquidation import liquidation_columns
+
+    M, B = market.arrays, bound.book
+    n = len(buckets.down)
+    account_id, instrument_id, index = np.empty(n, np.int64), np.empty(n, np.int32), np.empty(n)
+    price, distance, valid = np.empty((2, n)), np.empty((2, n)), np.empty((3, n), np.uint8)
+    liquidation_columns(buckets.account, buckets.underlying, buckets.position, buckets.down, buckets.up,
+                        B.account_id, B.instrument_id, M.index_price, account_id, instrument_id, index, price,
+                        distance, valid, n_chunks(n))
+    down_ok, up_ok, isolated = (_bitmap(v) for v in valid)
+    return pa.table({
+        "account_id": account_id,
+        "underlying": pa.DictionaryArray.from_arrays(pa.array(buckets.underlying, pa.int32()),
+                                                     market.underlying_names),
+        "isolated": pa.Array.from_buffers(pa.bool_(), n, [None, isolated]),
+        "instrument_id": _with_validity(pa.int32(), instrument_id, isolated, valid[2]),
+        "index_price": index,
+        "liq_price_down": _with_validity(pa.float64(), price[0], down_ok, valid[0]),
+        "liq_price_up": _with_validity(pa.float64(), price[1], up_ok, valid[1]),
+        "distance_down": _with_validity(pa.float64(), distance[0], down_ok, valid[0]),
+        "distance_up": _with_validity(pa.float64(), distance[1], up_ok, valid[1]),
+    }, schema=LIQUIDATION_SCHEMA)
+
+
+def _bitmap(valid: np.ndarray) -> pa.Buffer:
+    """A uint8 0/1 array as an Arrow bitmap (LSB first)."""
+    return pa.py_buffer(np.packbits(valid, bitorder="little"))
+
+
+def _with_validity(type_, values: np.ndarray, bitmap: pa.Buffer, valid: np.ndarray) -> pa.Array:
+    """``values`` as an Arrow array, null where ``valid`` is 0 (the kernel's "none"), without a copy."""
+    n = len(values)
+    nulls = n - int(np.count_nonzero(valid))
+    return pa.Array.from_buffers(type_, n, [bitmap if nulls else None, pa.py_buffer(values)], null_count=nulls)
