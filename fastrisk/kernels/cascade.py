@@ -1,0 +1,123 @@
+"""Liquidation cascade rounds (SPEC §6): screen, exact check, close-out and forced flow.
+
+Index letters: a = accounts, p = positions, r = bucket rows (``kernels.liquidation``), u = underlyings,
+j = candidates of a round.
+
+The screen makes a round cost what changes, not a sweep. After the shock every bucket gets, from
+``kernels.liquidation`` with ``split=True``, the factors by which each of its underlyings may move (alone,
+from the shocked prices) before its excess ``g = equity - MM`` has lost ``1/n`` of its value, n being the
+number of underlyings it moves with. When the equity separates by underlying (``g = g0 + sum_u d_u(x_u)``,
+true unless a position is settled in a coin following another underlying than its own) and every
+underlying's move ``x_u`` since the shock is strictly inside its screening factors, each ``d_u > -g0/n``
+(the screening factor is the *nearest* point where ``d_u`` reaches ``-g0/n``), so ``g > 0``: the bucket is
+safe without looking at it. Only buckets with some ``x_u`` on or past a screening factor are candidates,
+and candidates are re-valued exactly with the shared account kernel at the round's prices. A candidate
+that survives is watched (checked again every round); buckets that do not separate are checked whenever
+they are alive. With one underlying the screening factor is the liquidation factor itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ..codes import OPTION
+from ._jit import chunked, kernel
+from .margin import account_figures, isolated_bucket, position_figures
+
+# Screening factors are widened toward 1 by this much: the liquidation kernel's bracket is 1e-13 wide.
+SCREEN_MARGIN = 1e-12
+
+
+@chunked
+def screen(x, row_account, row_u, row_pos, down, up, account_live, position_live, flag_account, flag_row,
+           n_chunks):
+    """Flag the buckets some underlying's move ``x`` [u] (since the screening factors were computed) has
+    reached: ``flag_account[a] = 1`` for a live account's cross row, ``flag_row[r] = 1`` for a live isolated
+    position's row. Flags are only ever set (to the same value), so chunks sharing an account agree."""
+    n = down.shape[0]
+    for c in prange(n_chunks):
+        for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            m = x[row_u[r]]
+            hit = m <= down[r] * (1.0 + SCREEN_MARGIN) or m >= up[r] * (1.0 - SCREEN_MARGIN)  # NaN: never
+            if not hit:
+                continue
+            p = row_pos[r]
+            if p < 0:
+                if account_live[row_account[r]]:
+                    flag_account[row_account[r]] = 1
+            elif position_live[p]:
+                flag_row[r] = 1
+
+
+@kernel(parallel=True, nrt=False)
+def check_accounts(candidates, out, book, inst, tiers, val, weights, option_margin):
+    """Cross bucket of each candidate account at the round's prices: ``out`` [3, j] = equity, MM and gross
+    notional (USD), with the code of ``account_risk``."""
+    pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
+        bal_amount = book
+    price, forward, settle_px, asset_px = val
+    for j in prange(candidates.shape[0]):
+        a = candidates[j]
+        coll, upnl, optv, im, mm, gross, iso_eq, n_iso = account_figures(
+            a, pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset,
+            bal_amount, inst, tiers, price, forward, settle_px, asset_px, weights[0], weights[1], option_margin)
+        out[0, j] = coll + upnl + optv
+        out[1, j] = mm
+        out[2, j] = gross
+
+
+@kernel(parallel=True, nrt=False)
+def check_isolated(candidates, out, book, inst, tiers, val, option_margin):
+    """Each candidate isolated position's own bucket at the round's prices: ``out`` [3, j] = equity, MM and
+    notional (USD), as ``margin.isolated_bucket`` sees them."""
+    _, pos_instrument, quantity, entry_price, _, isolated_margin, _, _, _ = book
+    kind, size, tier_first, tier_last, option_type, strike = inst
+    price, forward, settle_px, _ = val
+    for j in prange(candidates.shape[0]):
+        p = candidates[j]
+        i = pos_instrument[p]
+        notional, upnl, value, im, mm, _ = position_figures(
+            kind[i], quantity[p], size[i], price[i], forward[i], entry_price[p], tier_first[i], tier_last[i],
+            option_type[i], strike[i], tiers, option_margin)
+        px = settle_px[i]
+        equity, _ = isolated_bucket(isolated_margin[p], value, mm, px)
+        out[0, j] = equity
+        out[1, j] = mm * px
+        out[2, j] = notional * px
+
+
+@kernel(nrt=False)
+def forced_flow(accounts, positions, flow, book, inst, tiers, val, delta, inst_underlying, option_margin):
+    """Add to ``flow`` [u] the signed USD notional closed: every cross position with a quantity of the
+    liquidated ``accounts`` and the liquidated isolated ``positions``, in that order (sequential, so the sum
+    never depends on threads). Futures: sign(q) * notional; options by delta: q*c*delta*F; both times the
+    settle price. Positive = longs closed = forced selling."""
+    pos_start, pos_instrument, quantity, entry_price, isolated, _, _, _, _ = book
+    kind, size, tier_first, tier_last, option_type, strike = inst
+    price, forward, settle_px, _ = val
+    for j in range(accounts.shape[0]):
+        a = accounts[j]
+        for p in range(pos_start[a], pos_start[a + 1]):
+            if isolated[p] or quantity[p] == 0.0:
+                continue
+            flow[inst_underlying[pos_instrument[p]]] += _signed_usd(p, book, inst, tiers, val, delta, option_margin)
+    for j in range(positions.shape[0]):
+        p = positions[j]
+        if quantity[p] != 0.0:
+            flow[inst_underlying[pos_instrument[p]]] += _signed_usd(p, book, inst, tiers, val, delta, option_margin)
+
+
+@kernel(nrt=False)
+def _signed_usd(p, book, inst, tiers, val, delta, option_margin):
+    _, pos_instrument, quantity, entry_price, _, _, _, _, _ = book
+    kind, size, tier_first, tier_last, option_type, strike = inst
+    price, forward, settle_px, _ = val
+    i = pos_instrument[p]
+    q = quantity[p]
+    if kind[i] == OPTION:
+        return q * size[i] * delta[i] * forward[i] * settle_px[i]
+    notional, upnl, value, im, mm, _ = position_figures(
+        kind[i], q, size[i], price[i], forward[i], entry_price[p], tier_first[i], tier_last[i], option_type[i],
+        strike[i], tiers, option_margin)
+    return np.sign(q) * notional * settle_px[i]

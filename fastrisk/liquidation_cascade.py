@@ -1,0 +1,355 @@
+"""Exchange-wide liquidation cascade (SPEC §6): a shock, then rounds of forced liquidation and price impact.
+
+(The module is not called ``cascade`` so that importing it never shadows the function ``fastrisk.cascade``.)
+Conventions, formulas and an example are in ``docs/liquidation.md``; the screen that keeps a round from
+costing a sweep is described in ``kernels/cascade.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .book import Book
+from .errors import InputError
+from .market import Market
+from .risk import OPTION_MARGIN, _account_outputs, kernel_market, value_instruments
+
+__all__ = ["cascade", "CascadeResult", "format_rounds", "shock_multipliers", "IMPACT_MODELS"]
+
+IMPACT_MODELS = ("sqrt", "linear", "none")
+LIQUIDATION_FEE = 0.005   # of the notional closed, Binance-like clearance fee; goes to the insurance fund
+SQRT_IMPACT_K = 1.0       # square-root law coefficient (Almgren et al. 2005; Toth et al. 2011: order 1)
+
+
+@dataclass(frozen=True)
+class CascadeResult:
+    """What a cascade did.
+
+    rounds : pa.Table
+        One row per round: round 0 is the shock itself, rounds 1.. each liquidated at least one bucket.
+        Columns: round, accounts_liquidated, isolated_liquidated, notional_closed, fees, bad_debt,
+        insurance_fund_left, shortfall (USD; this round's), then ``price_<underlying>`` for every underlying
+        (the index price after the round's impact: round r's buckets were closed at round r-1's prices).
+    accounts : pa.Table
+        Every account, sorted: account_id, round_liquidated (null if its cross bucket survived),
+        equity_before (pre-shock, cross + isolated), equity_at_liquidation (cross equity at close-out, null
+        if not liquidated), fee_paid, bad_debt, isolated_liquidated (isolated positions closed),
+        equity_after (liquidated buckets: what was left after the fee, in USD at close-out; others at the
+        final prices), loss = equity_before - equity_after.
+    path : pa.Table
+        Long form of the price path: round, underlying, price, forced_flow_usd (signed, + = longs closed,
+        i.e. forced selling), impact (the return applied; round 0: the shock).
+    stopped : str
+        ``"no liquidations"`` (a round found nobody) or ``"max_rounds"``.
+    """
+
+    rounds: pa.Table
+    accounts: pa.Table
+    path: pa.Table
+    stopped: str
+
+
+def shock_multipliers(market: Market, shock) -> np.ndarray:
+    """``{underlying: relative move}`` as per-underlying price factors, validated (InputError on an unknown
+    underlying or a move that is not a finite number > -1)."""
+    names = market.underlying_names.to_pylist()
+    mult = np.ones(len(names))
+    items = list(dict(shock).items())
+    unknown = [u for u, _ in items if u not in names]
+    if unknown:
+        raise InputError("shock", "underlying", f"must be one of underlyings.underlying ({len(names)} known)",
+                         count=len(unknown), examples=[repr(u) for u in unknown[:5]])
+    bad = [(u, v) for u, v in items if not (isinstance(v, (int, float)) and math.isfinite(v) and v > -1.0)]
+    if bad:
+        raise InputError("shock", "price_shock", "must be a finite relative move > -1", count=len(bad),
+                         examples=[f"{u}={v!r}" for u, v in bad[:5]])
+    for u, v in items:
+        mult[names.index(u)] = 1.0 + float(v)
+    return mult
+
+
+def _check_parameters(impact, insurance_fund, liquidation_fee, max_rounds, k):
+    def fail(column, rule, value):
+        raise InputError("cascade", column, rule, count=1, examples=[repr(value)])
+
+    if impact not in IMPACT_MODELS:
+        fail("impact", f"must be one of {', '.join(IMPACT_MODELS)}", impact)
+    if not (math.isfinite(insurance_fund) and insurance_fund >= 0):
+        fail("insurance_fund", "must be a finite amount >= 0 (USD)", insurance_fund)
+    if not (0.0 <= liquidation_fee < 1.0):
+        fail("liquidation_fee", "must be in [0, 1)", liquidation_fee)
+    if int(max_rounds) != max_rounds or max_rounds < 1:
+        fail("max_rounds", "must be an integer >= 1", max_rounds)
+    if not (math.isfinite(k) and k >= 0):
+        fail("k", "must be a finite number >= 0", k)
+
+
+def impact_returns(flow: np.ndarray, impact: str, depth, adv, daily_vol, k: float) -> np.ndarray:
+    """Price return of each underlying caused by a forced flow (signed USD, + = selling), SPEC §6:
+    linear ``-0.01 * flow / depth_usd``; square-root ``-sign(flow) * k * daily_vol * sqrt(|flow| / adv_usd)``;
+    floored at -0.99. An underlying without the liquidity figures its model needs (null) does not move."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if impact == "linear":
+            r = -0.01 * flow / depth
+        elif impact == "sqrt":
+            r = -np.sign(flow) * k * daily_vol * np.sqrt(np.abs(flow) / adv)
+        else:
+            r = np.zeros_like(flow)
+    r = np.where(np.isnan(r), 0.0, r)
+    return np.maximum(r, -0.99)
+
+
+def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_fund: float = 0.0,
+            liquidation_fee: float = LIQUIDATION_FEE, max_rounds: int = 50, k: float = SQRT_IMPACT_K, *,
+            rate: float = 0.0, option_margin=OPTION_MARGIN) -> CascadeResult:
+    """Liquidation cascade after a price shock (SPEC §6).
+
+    The shock moves each named underlying (index, marks, options re-valued, assets following it) by
+    ``1 + shock[u]``. Then, each round: every live bucket that is liquidatable at the current prices
+    (an account's cross bucket: MM > 0 and equity <= MM; an isolated position on its own) is closed out at
+    those prices. The fee ``liquidation_fee * notional`` is paid while equity lasts and goes to the insurance
+    fund; negative equity is bad debt, drawn from the fund, and what the fund cannot cover is shortfall
+    (socialised). The closed positions' signed USD notional per underlying (options by delta) is forced
+    flow, which moves the price by the impact model; the next round revalues at the new prices. It stops
+    when a round liquidates nobody or after ``max_rounds`` rounds. Collateral is not sold.
+
+    Parameters
+    ----------
+    market, book : Market, Book
+    shock : mapping
+        ``{underlying: relative move}``, e.g. ``{"BTC": -0.2}``; moves > -1.
+    impact : {"sqrt", "linear", "none"}
+        ``"linear"``: r = -0.01 * flow / depth_usd; ``"sqrt"``: r = -sign(flow) * k * daily_vol *
+        sqrt(|flow| / adv_usd); both floored at -0.99; ``"none"``: prices move only by the shock.
+    insurance_fund : float
+        USD available for bad debt before the cascade.
+    liquidation_fee : float
+        Fraction of the notional closed charged to the liquidated bucket (while its equity lasts).
+    max_rounds : int
+    k : float
+        Square-root impact coefficient.
+    rate, option_margin
+        As in ``account_risk``.
+
+    Returns
+    -------
+    CascadeResult
+        ``rounds``, ``accounts``, ``path`` tables and why it ``stopped``. Deterministic: per-bucket figures
+        never depend on the thread count, and round totals are summed in account order.
+
+    Examples
+    --------
+    >>> import fastrisk as fr
+    >>> market, book = fr.generate.exchange(500, seed=1)
+    >>> result = fr.cascade(market, book, {"BTC": -0.2})
+    >>> int(result.rounds.column("round")[0].as_py())
+    0
+    """
+    from .kernels._jit import n_chunks
+    from .kernels.cascade import check_accounts, check_isolated, forced_flow, screen
+    from .kernels.margin import ACCOUNT_FLOAT_COLUMNS
+    from .liquidation import bucket_multipliers, kernel_book, kernel_moving
+
+    mult0 = shock_multipliers(market, shock)
+    insurance_fund, liquidation_fee, k = float(insurance_fund), float(liquidation_fee), float(k)
+    _check_parameters(impact, insurance_fund, liquidation_fee, max_rounds, k)
+    M = market.arrays
+    bound = book.bind(market)
+    B = bound.book
+    n, n_u = len(B.account_id), len(M.index_price)
+    option_margin = tuple(float(x) for x in option_margin)
+    inst, tiers = kernel_market(market)
+    kbook = kernel_book(bound)
+    weights = (M.asset_cw, M.asset_bw)
+    und = market.underlyings
+    depth, adv, vol = (und.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
+                       for c in ("depth_usd", "adv_usd", "daily_vol"))
+    col = {name: j for j, name in enumerate(ACCOUNT_FLOAT_COLUMNS)}
+
+    before, *_ = _account_outputs(market, bound, value_instruments(market, rate=rate), option_margin, 0.8)
+    equity_before = before[col["equity"]] + before[col["isolated_equity"]]
+
+    # Screening factors from the shocked prices (kernels/cascade.py).
+    shocked = value_instruments(market, mult0, rate=rate)
+    bk = bucket_multipliers(market, bound, shocked, split=True, rate=rate, option_margin=option_margin)
+    n_rows = len(bk.down)
+    iso_rows = np.flatnonzero(bk.position >= 0)
+    iso_pos = bk.position[iso_rows]
+    moving = kernel_moving(market, rate)
+    settle_u = moving[1][bound.pos_instrument[iso_pos]]
+    iso_always = (settle_u >= 0) & (settle_u != M.underlying[bound.pos_instrument[iso_pos]])
+    account_always = (bk.separable == 0) & (bk.n_cross > 0)
+
+    account_live = np.ones(n, np.uint8)
+    position_live = np.ones(len(B.quantity), np.uint8)
+    watched = np.zeros(n, bool)
+    iso_watched = np.zeros(len(iso_rows), bool)
+    round_of = np.full(n, -1, np.int32)
+    eq_at = np.full(n, np.nan)
+    fee_paid = np.zeros(n)
+    bad_debt = np.zeros(n)
+    left = np.zeros(n)            # cross equity left after a liquidation (USD)
+    iso_count = np.zeros(n, np.int32)
+    iso_dead = []                 # (positions, equity, fee, left) per round, for the accounts table
+    account_of_position = np.repeat(np.arange(n), np.diff(B.pos_start))
+
+    mult = mult0.copy()
+    fund = insurance_fund
+    rounds = [dict(round=0, accounts_liquidated=0, isolated_liquidated=0, notional_closed=0.0, fees=0.0,
+                   bad_debt=0.0, insurance_fund_left=fund, shortfall=0.0, mult=mult.copy())]
+    path = [(0, u, mult[u], 0.0, mult0[u] - 1.0) for u in range(n_u)]
+    stopped = "max_rounds"
+    for rnd in range(1, int(max_rounds) + 1):
+        val = shocked if rnd == 1 else value_instruments(market, mult, rate=rate)
+        vt = (val.price, val.forward, val.settle_px, val.asset_px)
+        flag_account = np.zeros(n, np.uint8)
+        flag_row = np.zeros(n_rows, np.uint8)
+        screen(mult / mult0, bk.account, bk.underlying, bk.position, bk.down, bk.up, account_live, position_live,
+               flag_account, flag_row, n_chunks(n_rows))
+        cand = np.flatnonzero(((flag_account != 0) | watched | account_always) & (account_live != 0))
+        iso_cand_k = np.flatnonzero(((flag_row[iso_rows] != 0) | iso_watched | iso_always)
+                                    & (position_live[iso_pos] != 0))
+        iso_cand = iso_pos[iso_cand_k]
+        out = np.empty((3, len(cand)))
+        check_accounts(cand, out, kbook, inst, tiers, vt, weights, option_margin)
+        out_iso = np.empty((3, len(iso_cand)))
+        check_isolated(iso_cand, out_iso, kbook, inst, tiers, vt, option_margin)
+        liq = (out[1] > 0) & (out[0] <= out[1])
+        liq_iso = (out_iso[1] > 0) & (out_iso[0] <= out_iso[1])
+        watched[cand[~liq]] = True
+        iso_watched[iso_cand_k[~liq_iso]] = True
+        dead, dead_pos = cand[liq], iso_cand[liq_iso]
+        if len(dead) == 0 and len(dead_pos) == 0:
+            stopped = "no liquidations"
+            break
+        # Close-out: the fee while equity lasts, negative equity as bad debt (SPEC §6).
+        eq, notional = out[0, liq], out[2, liq]
+        fee = np.minimum(liquidation_fee * notional, np.maximum(eq, 0.0))
+        eq_i, notional_i = out_iso[0, liq_iso], out_iso[2, liq_iso]
+        fee_i = np.minimum(liquidation_fee * notional_i, np.maximum(eq_i, 0.0))
+        round_of[dead], eq_at[dead], fee_paid[dead] = rnd, eq, fee
+        bad_debt[dead] = np.maximum(-eq, 0.0)
+        left[dead] = np.maximum(eq - fee, 0.0)
+        owners = account_of_position[dead_pos]
+        np.add.at(fee_paid, owners, fee_i)
+        np.add.at(bad_debt, owners, np.maximum(-eq_i, 0.0))
+        np.add.at(iso_count, owners, 1)
+        iso_dead.append((dead_pos, np.maximum(eq_i - fee_i, 0.0)))
+        account_live[dead] = 0
+        position_live[dead_pos] = 0
+        flow = np.zeros(n_u)
+        forced_flow(dead, dead_pos, flow, kbook, inst, tiers, vt, val.delta, M.underlying, option_margin)
+        fees = float(fee.sum() + fee_i.sum())
+        bad = float(np.maximum(-eq, 0.0).sum() + np.maximum(-eq_i, 0.0).sum())
+        fund += fees
+        drawn = min(bad, fund)
+        fund -= drawn
+        r = impact_returns(flow, impact, depth, adv, vol, k)
+        mult = mult * (1.0 + r)
+        rounds.append(dict(round=rnd, accounts_liquidated=len(dead), isolated_liquidated=len(dead_pos),
+                           notional_closed=float(notional.sum() + notional_i.sum()), fees=fees, bad_debt=bad,
+                           insurance_fund_left=fund, shortfall=bad - drawn, mult=mult.copy()))
+        path += [(rnd, u, mult[u], flow[u], r[u]) for u in range(n_u)]
+
+    # Equity after: survivors at the final prices; liquidated buckets keep what was left at close-out.
+    final = value_instruments(market, mult, rate=rate)
+    after, *_ = _account_outputs(market, bound, final, option_margin, 0.8)
+    cross_after = np.where(account_live != 0, after[col["equity"]], left)
+    iso_after = after[col["isolated_equity"]].copy()
+    for dead_pos, rest in iso_dead:
+        out_iso = np.empty((3, len(dead_pos)))
+        check_isolated(dead_pos, out_iso, kbook, inst, tiers,
+                       (final.price, final.forward, final.settle_px, final.asset_px), option_margin)
+        np.add.at(iso_after, account_of_position[dead_pos], rest - out_iso[0])
+    equity_after = cross_after + iso_after
+    return CascadeResult(_rounds_table(market, rounds), _accounts_table(
+        B.account_id, round_of, equity_before, eq_at, fee_paid, bad_debt, iso_count, equity_after),
+        _path_table(market, path), stopped)
+
+
+def _rounds_table(market: Market, rounds) -> pa.Table:
+    index = market.arrays.index_price
+    names = market.underlying_names.to_pylist()
+    columns = {"round": pa.array([r["round"] for r in rounds], pa.int32())}
+    for c in ("accounts_liquidated", "isolated_liquidated"):
+        columns[c] = pa.array([r[c] for r in rounds], pa.int64())
+    for c in ("notional_closed", "fees", "bad_debt", "insurance_fund_left", "shortfall"):
+        columns[c] = pa.array([r[c] for r in rounds], pa.float64())
+    for u, name in enumerate(names):
+        columns[f"price_{name}"] = pa.array([index[u] * r["mult"][u] for r in rounds], pa.float64())
+    return pa.table(columns)
+
+
+def _accounts_table(account_id, round_of, equity_before, eq_at, fee_paid, bad_debt, iso_count, equity_after):
+    liquidated = round_of >= 0
+    return pa.table({
+        "account_id": account_id,
+        "round_liquidated": pa.array(round_of, pa.int32(), mask=~liquidated),
+        "equity_before": equity_before,
+        "equity_at_liquidation": pa.array(eq_at, pa.float64(), mask=~liquidated),
+        "fee_paid": fee_paid,
+        "bad_debt": bad_debt,
+        "isolated_liquidated": iso_count,
+        "equity_after": equity_after,
+        "loss": equity_before - equity_after,
+    })
+
+
+def _path_table(market: Market, path) -> pa.Table:
+    index = market.arrays.index_price
+    return pa.table({
+        "round": pa.array([p[0] for p in path], pa.int32()),
+        "underlying": pa.DictionaryArray.from_arrays(pa.array([p[1] for p in path], pa.int32()),
+                                                     market.underlying_names),
+        "price": pa.array([index[p[1]] * p[2] for p in path], pa.float64()),
+        "forced_flow_usd": pa.array([p[3] for p in path], pa.float64()),
+        "impact": pa.array([p[4] for p in path], pa.float64()),
+    })
+
+
+def format_rounds(result: CascadeResult, max_underlyings: int = 4) -> str:
+    """The round-by-round path as text, for the CLI: per round the buckets liquidated, notional closed, bad
+    debt, insurance fund and shortfall, and the prices of the underlyings that moved most (in % from before
+    the shock, the first row being the shock)."""
+    rounds = result.rounds.to_pydict()
+    price_cols = [c for c in result.rounds.column_names if c.startswith("price_")]
+    n = len(rounds["round"])
+    if n == 0:
+        return "no rounds"
+    base = {}
+    for row in result.path.filter(pc.equal(result.path["round"], 0)).to_pylist():
+        base[f"price_{row['underlying']}"] = row["price"] / (1.0 + row["impact"])
+    moved = sorted(price_cols, key=lambda c: -abs(rounds[c][-1] / base[c] - 1.0))[:max_underlyings]
+    moved = [c for c in moved if rounds[c][-1] != base[c]] or price_cols[:1]
+    head = ["round", "accounts", "isolated", "notional closed", "bad debt", "fund left", "shortfall"]
+    head += [c[len("price_"):] for c in moved]
+    lines = []
+    for j in range(n):
+        cells = [str(rounds["round"][j]), f"{rounds['accounts_liquidated'][j]:,}",
+                 f"{rounds['isolated_liquidated'][j]:,}", _usd(rounds["notional_closed"][j]),
+                 _usd(rounds["bad_debt"][j]), _usd(rounds["insurance_fund_left"][j]), _usd(rounds["shortfall"][j])]
+        cells += [f"{rounds[c][j]:,.6g} ({100 * (rounds[c][j] / base[c] - 1):+.2f}%)" for c in moved]
+        lines.append(cells)
+    widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(head)]
+    fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))
+    total = sum(rounds["accounts_liquidated"])
+    text = [fmt(head), fmt(["-" * w for w in widths])] + [fmt(l) for l in lines]
+    text.append(f"{n - 1} liquidation round(s), {total:,} accounts liquidated; stopped: {result.stopped}; "
+                f"bad debt {_usd(sum(rounds['bad_debt']))}, shortfall {_usd(sum(rounds['shortfall']))}")
+    return "\n".join(text)
+
+
+def _usd(x: float) -> str:
+    a = abs(x)
+    if a >= 1e9:
+        return f"${x / 1e9:,.2f}B"
+    if a >= 1e6:
+        return f"${x / 1e6:,.2f}M"
+    if a >= 1e3:
+        return f"${x / 1e3:,.1f}k"
+    return f"${x:,.0f}"
