@@ -23,7 +23,7 @@ from numba import prange
 
 from ..codes import OPTION
 from ._jit import chunked, kernel
-from .margin import account_figures, isolated_bucket, position_figures
+from .margin import account_figures, isolated_bucket, position_figures, position_usd
 
 # Screening factors are widened toward 1 by this much: the liquidation kernel's bracket is 1e-13 wide.
 SCREEN_MARGIN = 1e-12
@@ -121,3 +121,86 @@ def _signed_usd(p, book, inst, tiers, val, delta, option_margin):
         kind[i], q, size[i], price[i], forward[i], entry_price[p], tier_first[i], tier_last[i], option_type[i],
         strike[i], tiers, option_margin)
     return np.sign(q) * notional * settle_px[i]
+
+
+# Integer and float outputs of ``contagion_accounts`` (per account), in row order.
+CONTAGION_COUNTS = ("n_positions", "positions_lost_cross", "positions_lost_isolated", "contagion_positions",
+                    "efficiency_positions")
+CONTAGION_NOTIONALS = ("notional_lost_cross", "notional_lost_isolated", "contagion_notional",
+                       "efficiency_notional")
+
+
+@kernel(parallel=True, nrt=False)
+def contagion_accounts(counts, notionals, liquidated, book, inst, tiers, before, after, weights, option_margin):
+    """Cross margin against the isolated counterfactual, per account (SPEC §6), at the valuations ``before``
+    (today) and ``after`` (shocked), each ``(price, forward, settle_px, asset_px)``.
+
+    Cross: the account's cross bucket is liquidated after the shock (MM > 0 and equity <= MM): all its cross
+    positions with a quantity are lost. Isolated counterfactual: each such position alone, with a share of
+    today's cross equity in proportion to its initial margin (equal shares if none has any); its equity after
+    the shock is ``share * (equity today + the collateral's change) + its own change of value``, so the
+    buckets add up to the cross equity after the shock; it is lost if its MM > 0 and equity <= MM.
+    Writes ``counts`` [5, a] (``CONTAGION_COUNTS``), ``notionals`` [4, a] (USD at the shocked prices,
+    ``CONTAGION_NOTIONALS``) and ``liquidated`` [a] (the cross bucket).
+    """
+    for a in prange(book[0].shape[0] - 1):
+        contagion_account(np.int64(a), counts, notionals, liquidated, book, inst, tiers, before, after, weights,
+                          option_margin)
+
+
+@kernel(nrt=False)
+def contagion_account(a, counts, notionals, liquidated, book, inst, tiers, before, after, weights, option_margin):
+    pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
+        bal_amount = book
+    c0, u0, o0, im0, mm0, g0, ie0, n0 = account_figures(
+        a, pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset,
+        bal_amount, inst, tiers, before[0], before[1], before[2], before[3], weights[0], weights[1], option_margin)
+    c1, u1, o1, im1, mm1, g1, ie1, n1 = account_figures(
+        a, pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset,
+        bal_amount, inst, tiers, after[0], after[1], after[2], after[3], weights[0], weights[1], option_margin)
+    equity0 = c0 + u0 + o0
+    equity1 = c1 + u1 + o1
+    lost_all = mm1 > 0.0 and equity1 <= mm1
+    n = 0
+    for p in range(pos_start[a], pos_start[a + 1]):
+        n += isolated[p] == 0 and quantity[p] != 0.0
+    pool = equity0 + (c1 - c0)
+    lost_cross = 0
+    lost_iso = 0
+    contagion = 0
+    efficiency = 0
+    n_cross = 0.0
+    n_iso = 0.0
+    n_contagion = 0.0
+    n_efficiency = 0.0
+    for p in range(pos_start[a], pos_start[a + 1]):
+        if isolated[p] or quantity[p] == 0.0:
+            continue
+        i = pos_instrument[p]
+        _, v0, pim, _, _, _ = position_usd(p, i, before[0][i], before[1][i], before[2][i], quantity, entry_price,
+                                           isolated, isolated_margin, inst, tiers, option_margin)
+        _, v1, _, pmm, notional, _ = position_usd(p, i, after[0][i], after[1][i], after[2][i], quantity,
+                                                  entry_price, isolated, isolated_margin, inst, tiers, option_margin)
+        share = pim / im0 if im0 > 0.0 else 1.0 / n
+        equity = share * pool + (v1 - v0)
+        alone = pmm > 0.0 and equity <= pmm
+        lost_cross += lost_all
+        lost_iso += alone
+        n_cross += notional if lost_all else 0.0
+        n_iso += notional if alone else 0.0
+        if lost_all and not alone:
+            contagion += 1
+            n_contagion += notional
+        if alone and not lost_all:
+            efficiency += 1
+            n_efficiency += notional
+    counts[0, a] = n
+    counts[1, a] = lost_cross
+    counts[2, a] = lost_iso
+    counts[3, a] = contagion
+    counts[4, a] = efficiency
+    notionals[0, a] = n_cross
+    notionals[1, a] = n_iso
+    notionals[2, a] = n_contagion
+    notionals[3, a] = n_efficiency
+    liquidated[a] = lost_all and n > 0

@@ -4,9 +4,10 @@ baseline for benchmarks. Nothing here is compiled; every figure is computed one 
 from .account import (ACCOUNT_SCHEMA, POSITION_SCHEMA, account_risk, black76, derive_amounts, position_risk,
                       tier_margin, year_fraction)
 from .exposures import exposures
+from .cascade import cascade, contagion
 from .liquidation import liquidation_prices, moved_market
 from .stress import portfolio_account_risk, shocked_market, stress
 
 __all__ = ["ACCOUNT_SCHEMA", "POSITION_SCHEMA", "account_risk", "black76", "derive_amounts", "position_risk",
            "tier_margin", "year_fraction", "stress", "portfolio_account_risk", "shocked_market", "exposures",
-           "liquidation_prices", "moved_market"]
+           "liquidation_prices", "moved_market", "cascade", "contagion"]
