@@ -1,0 +1,154 @@
+"""Liquidation cascades (SPEC §6): rounds, money conservation, the insurance fund, determinism, and the
+screened kernel against the plain reference that re-checks every account every round."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+import fastrisk as fr
+from fastrisk import reference
+from fastrisk.errors import InputError
+from fastrisk.liquidation_cascade import format_rounds
+
+REL = 1e-9
+
+
+@pytest.fixture(scope="module")
+def venue():
+    return fr.generate.exchange(4000, seed=7)
+
+
+@pytest.fixture(scope="module")
+def result(venue):
+    return fr.cascade(*venue, {"BTC": -0.2}, impact="sqrt", insurance_fund=1e6)
+
+
+def test_zero_impact_is_one_round(venue):
+    # Without impact the shock is the only move: everything liquidatable goes in round 1, then nothing.
+    r = fr.cascade(*venue, {"BTC": -0.15}, impact="none")
+    assert r.rounds.column("round").to_pylist() == [0, 1]
+    assert r.stopped == "no liquidations"
+    assert r.rounds.column("accounts_liquidated")[1].as_py() > 0
+    # k = 0 in the square-root model is the same.
+    r0 = fr.cascade(*venue, {"BTC": -0.15}, impact="sqrt", k=0.0)
+    assert r0.rounds.column("round").to_pylist() == [0, 1]
+
+
+def test_impact_makes_several_rounds(result):
+    assert result.rounds.num_rows >= 4  # the shock and at least three rounds of forced selling
+
+
+def test_one_sided_shock_gives_a_monotone_path(venue):
+    # Only longs (every quantity made positive): every liquidation sells, so no price ever rises.
+    market, book = venue
+    q = pc.abs(book.positions.column("quantity"))
+    longs = fr.Book(positions=book.positions.set_column(book.positions.schema.get_field_index("quantity"),
+                                                        "quantity", q), balances=book.balances)
+    r = fr.cascade(market, longs, {"BTC": -0.1}, impact="linear")
+    assert r.rounds.num_rows >= 3
+    for c in (c for c in r.rounds.column_names if c.startswith("price_")):
+        path = r.rounds.column(c).to_numpy()
+        assert np.all(np.diff(path) <= 0), c
+
+
+def test_money_is_conserved(venue, result):
+    # Per liquidated cross bucket: its market loss (equity before the shock - equity at close-out) is borne
+    # by the account (equity lost - fee paid) and by the venue (bad debt):
+    #     equity_before - equity_after = (equity_before - equity_at_liquidation) + fee_paid - bad_debt,
+    # with equity_after = max(equity_at_liquidation - fee, 0). Fees go to the insurance fund, bad debt is
+    # drawn from it, and what it cannot pay is shortfall:
+    #     fund_end = fund_0 + sum(fees) - sum(bad_debt) + sum(shortfall).
+    acc = result.accounts.to_pydict()
+    rounds = result.rounds.to_pydict()
+    positions = venue[1].positions
+    with_isolated = set(pc.filter(positions.column("account_id"), pc.is_valid(positions.column("isolated_margin")))
+                        .to_pylist())  # their surviving isolated buckets keep moving with prices
+    pure = [j for j in range(len(acc["account_id"])) if acc["round_liquidated"][j] is not None
+            and acc["account_id"][j] not in with_isolated]
+    assert len(pure) > 20
+    for j in pure:
+        lhs = acc["loss"][j]
+        rhs = (acc["equity_before"][j] - acc["equity_at_liquidation"][j]) + acc["fee_paid"][j] - acc["bad_debt"][j]
+        assert lhs == pytest.approx(rhs, rel=1e-12, abs=1e-9 * abs(acc["equity_before"][j]) + 1e-9)
+        assert acc["equity_after"][j] >= 0
+    assert sum(rounds["fees"]) == pytest.approx(sum(acc["fee_paid"]), rel=1e-12)
+    assert sum(rounds["bad_debt"]) == pytest.approx(sum(acc["bad_debt"]), rel=1e-12)
+    end = 1e6 + sum(rounds["fees"]) - sum(rounds["bad_debt"]) + sum(rounds["shortfall"])
+    assert rounds["insurance_fund_left"][-1] == pytest.approx(end, rel=1e-12, abs=1e-6)
+    n_liquidated = sum(r is not None for r in acc["round_liquidated"])
+    assert sum(rounds["accounts_liquidated"]) == n_liquidated
+
+
+@pytest.mark.parametrize("fund", [0.0, 1e4, 1e12])
+def test_insurance_fund_never_negative(venue, fund):
+    r = fr.cascade(*venue, {"BTC": -0.25}, insurance_fund=fund)
+    left = r.rounds.column("insurance_fund_left").to_numpy()
+    shortfall = r.rounds.column("shortfall").to_numpy()
+    assert np.all(left >= 0) and np.all(shortfall >= 0)
+    assert sum(r.rounds.column("bad_debt").to_pylist()) > 0
+    if fund == 1e12:
+        assert np.all(shortfall == 0)
+    if fund == 0.0:
+        assert shortfall.sum() > 0
+
+
+def test_thread_count_changes_nothing(venue):
+    default = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = fr.cascade(*venue, {"BTC": -0.2, "ETH": -0.1})
+    finally:
+        numba.set_num_threads(default)
+    many = fr.cascade(*venue, {"BTC": -0.2, "ETH": -0.1})
+    assert one.rounds.equals(many.rounds) and one.accounts.equals(many.accounts) and one.path.equals(many.path)
+
+
+@pytest.mark.parametrize("impact, shock", [("sqrt", {"BTC": -0.2}), ("linear", {"BTC": -0.12, "ETH": -0.08})])
+def test_screened_kernel_equals_reference(impact, shock):
+    # The reference re-values every live bucket every round; the kernel only those the price path reached
+    # (kernels/cascade.py). Same rounds, same accounts, same losses.
+    market, book = fr.generate.exchange(400, seed=12)
+    got = fr.cascade(market, book, shock, impact=impact, insurance_fund=5e4)
+    ref_rounds, ref_accounts = reference.cascade(market, book, shock, impact=impact, insurance_fund=5e4)
+    rounds = got.rounds.to_pylist()
+    assert len(rounds) == len(ref_rounds) >= 2
+    for g, e in zip(rounds, ref_rounds):
+        for c in ("accounts_liquidated", "isolated_liquidated"):
+            assert g[c] == e[c]
+        for c in ("notional_closed", "fees", "bad_debt", "insurance_fund_left", "shortfall"):
+            assert g[c] == pytest.approx(e[c], rel=REL, abs=1e-6)
+        for u, price in e["prices"].items():
+            assert g[f"price_{u}"] == pytest.approx(price, rel=REL)
+    accounts = got.accounts.to_pylist()
+    assert [a["account_id"] for a in accounts] == [a["account_id"] for a in ref_accounts]
+    for g, e in zip(accounts, ref_accounts):
+        assert g["round_liquidated"] == e["round_liquidated"]
+        assert g["isolated_liquidated"] == e["isolated_liquidated"]
+        for c in ("equity_before", "fee_paid", "bad_debt", "equity_after", "loss"):
+            assert g[c] == pytest.approx(e[c], rel=REL, abs=1e-6), (c, g, e)
+
+
+def test_format_rounds(result):
+    text = format_rounds(result)
+    assert "BTC" in text and "stopped: " in text
+    assert len(text.splitlines()) == result.rounds.num_rows + 3
+
+
+@pytest.mark.parametrize("shock, kw, match", [
+    ({"NOPE": -0.1}, {}, "shock.underlying"),
+    ({"BTC": -1.0}, {}, "shock.price_shock"),
+    ({"BTC": float("nan")}, {}, "shock.price_shock"),
+    ({"BTC": -0.1}, {"impact": "cubic"}, "cascade.impact"),
+    ({"BTC": -0.1}, {"insurance_fund": -1.0}, "cascade.insurance_fund"),
+    ({"BTC": -0.1}, {"max_rounds": 0}, "cascade.max_rounds"),
+])
+def test_bad_arguments(venue, shock, kw, match):
+    with pytest.raises(InputError, match=match):
+        fr.cascade(*venue, shock, **kw)
+    if not kw:
+        with pytest.raises(InputError, match=match):
+            fr.contagion(*venue, shock)
