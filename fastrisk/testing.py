@@ -7,12 +7,12 @@ import pyarrow as pa
 
 
 def assert_tables_close(actual: pa.Table, expected: pa.Table, rtol: float = 1e-12, *, key: str = "account_id",
-                        columns=None) -> None:
+                        columns=None, atol: float = 0.0) -> None:
     """Equal column names and keys; equal non-float columns; float columns null in the same rows and
     otherwise equal within ``rtol`` relative
     to the larger of the two values, with an absolute floor of ``rtol`` times the column's largest finite
-    magnitude (so that a cancellation to ~0 is not judged by its own tiny size). Infinities must match
-    exactly; a NaN anywhere fails.
+    magnitude (so that a cancellation to ~0 is not judged by its own tiny size), and at least ``atol``.
+    Infinities must match exactly; a NaN anywhere fails.
     """
     columns = columns or expected.column_names
     missing = [c for c in columns if c not in actual.column_names]
@@ -35,7 +35,7 @@ def assert_tables_close(actual: pa.Table, expected: pa.Table, rtol: float = 1e-1
             bad = inf & (a != e)
             finite = ~inf
             scale = np.max(np.abs(e[finite]), initial=0.0)
-            tol = rtol * np.maximum(np.maximum(np.abs(a), np.abs(e)), scale)
+            tol = np.maximum(rtol * np.maximum(np.maximum(np.abs(a), np.abs(e)), scale), atol)
             with np.errstate(invalid="ignore"):  # inf - inf where both are inf: judged above
                 bad |= finite & ~(np.abs(a - e) <= tol)
             rows = np.flatnonzero(bad)

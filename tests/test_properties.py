@@ -74,9 +74,13 @@ def _book(tables):
 @given(venues(), books())
 def test_kernel_equals_reference(market, tables):
     book = _book(tables)
-    assert_tables_close(fr.account_risk(market, book), reference.account_risk(market, book))
-    assert_tables_close(fr.position_risk(market, book), reference.position_risk(market, book),
-                        columns=[c for c in reference.position_risk(market, book).column_names])
+    positions = reference.position_risk(market, book)
+    # A deep out-of-the-money option is worth F*N(d1) - K*N(d2), two tiny numbers that cancel: its value is
+    # only known to ~1e-16 of the position's notional, whatever its own size. Judge every figure against
+    # the book's notional too, so that two correct normal CDFs (erfc vs scipy) agree.
+    atol = 1e-12 * sum(abs(x) for x in positions.column("notional_usd").to_pylist())
+    assert_tables_close(fr.account_risk(market, book), reference.account_risk(market, book), atol=atol)
+    assert_tables_close(fr.position_risk(market, book), positions, columns=positions.column_names, atol=atol)
 
 
 @SETTINGS
