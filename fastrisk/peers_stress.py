@@ -89,7 +89,7 @@ def numpy_stress(market, book, scenarios, *, margin_call_ratio: float = 0.8, rat
                  option_margin=(0.15, 0.10, 0.075)):
     """Every account under every scenario with vectorised NumPy (see the module docstring)."""
     from .risk import status_array
-    from .scenario_risk import StressResult
+    from .scenario_risk import StressResult, scenario_table
     from .scenarios import prepare
 
     scen = prepare(scenarios, market)
@@ -150,14 +150,7 @@ def numpy_stress(market, book, scenarios, *, margin_call_ratio: float = 0.8, rat
     names = ("total_loss", "net_loss", "accounts_losing", "accounts_liquidatable", "accounts_bankrupt",
              "newly_liquidatable", "bad_debt", "isolated_liquidatable", "isolated_bad_debt")
     cols = list(zip(*rows)) if rows else [[] for _ in names]
-    counts = {"accounts_losing", "accounts_liquidatable", "accounts_bankrupt", "newly_liquidatable",
-              "isolated_liquidatable"}
-    per_scenario = pa.table({
-        "scenario_id": pa.array(scen.ids, pa.int32()),
-        "description": pa.array(scen.descriptions(market), pa.string()),
-        "weight": scen.weight,
-        **{name: pa.array(col, pa.int64() if name in counts else pa.float64()) for name, col in zip(names, cols)},
-    })
+    per_scenario = scenario_table(scen, market, dict(zip(names, cols)))
     accounts = pa.table({
         "account_id": B.account_id, "equity": equity0, "maintenance_margin": mm0,
         "status": status_array(st0.astype(np.int8)), "worst_loss": worst,

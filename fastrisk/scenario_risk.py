@@ -110,6 +110,21 @@ def revalue(market, scen, rate: float = 0.0) -> Revaluation:
     return Revaluation(base, shocked, groups)
 
 
+SCENARIO_COUNTS = {"accounts_losing", "accounts_liquidatable", "accounts_bankrupt", "newly_liquidatable",
+                   "isolated_liquidatable"}
+
+
+def scenario_table(scen, market, totals: dict) -> pa.Table:
+    """The per-scenario result table: id, description, weight, then each venue total (counts as int64)."""
+    return pa.table({
+        "scenario_id": pa.array(scen.ids, pa.int32()),
+        "description": pa.array(scen.descriptions(market), pa.string()),
+        "weight": scen.weight,
+        **{name: np.asarray(col).astype(np.int64) if name in SCENARIO_COUNTS else np.asarray(col, np.float64)
+           for name, col in totals.items()},
+    })
+
+
 def kernel_book(bound):
     """The bound book as the (read-only) tuple the scenario kernels take."""
     B = bound.book
@@ -201,14 +216,6 @@ def stress(market, book, scenarios, *, loss_matrix: bool = False, margin_call_ra
         "status_after": status_array(i["status_after"].astype(np.int8)),
     })
     venue = totals.sum(axis=0)  # chunks in order: the same sums whatever the thread count
-    counts = {"accounts_losing", "accounts_liquidatable", "accounts_bankrupt", "newly_liquidatable",
-              "isolated_liquidatable"}
-    per_scenario = pa.table({
-        "scenario_id": pa.array(scen.ids, pa.int32()),
-        "description": pa.array(scen.descriptions(market), pa.string()),
-        "weight": scen.weight,
-        **{name: venue[:, j].astype(np.int64) if name in counts else venue[:, j]
-           for j, name in enumerate(SCENARIO_TOTALS)},
-    })
+    per_scenario = scenario_table(scen, market, {name: venue[:, j] for j, name in enumerate(SCENARIO_TOTALS)})
     return StressResult(accounts, per_scenario, matrix if loss_matrix else None)
 

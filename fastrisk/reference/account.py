@@ -365,6 +365,15 @@ def _status(equity, mm, margin_ratio, margin_call_ratio):
     return STATUS_NAMES.index("healthy")
 
 
+def _per_equity(x, equity):
+    """x / equity for margin ratio and leverage (conventions): 0 when x is 0; +inf when equity <= 0."""
+    if x == 0:
+        return 0.0
+    if equity <= 0:
+        return math.inf
+    return x / equity
+
+
 def _account(account_id, positions, balances, view, margin_call_ratio):
     """SPEC §3 for one account, from its valued positions (see _value_position) and its balance rows."""
     collateral = _collateral(balances, view.assets)
@@ -386,18 +395,8 @@ def _account(account_id, positions, balances, view, margin_call_ratio):
         gross += p["notional_usd"]
 
     equity = collateral + upnl + option_value
-    if mm == 0:
-        margin_ratio = 0.0
-    elif equity <= 0:
-        margin_ratio = math.inf
-    else:
-        margin_ratio = mm / equity
-    if gross == 0:
-        leverage = 0.0
-    elif equity <= 0:
-        leverage = math.inf
-    else:
-        leverage = gross / equity
+    margin_ratio = _per_equity(mm, equity)
+    leverage = _per_equity(gross, equity)
     return {
         "account_id": account_id,
         "collateral": collateral,
