@@ -145,9 +145,10 @@ def account_risk_section(ctx: Context):
 
 def sections() -> list:
     """Benchmark sections in the order printed; later topics register theirs here."""
+    from .bench_liquidation import liquidation_section
     from .bench_stress import stress_section
 
-    return [account_risk_section, stress_section]
+    return [account_risk_section, stress_section, liquidation_section]
 
 
 def run(args) -> int:

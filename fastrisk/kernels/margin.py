@@ -23,10 +23,6 @@ ACCOUNT_FLOAT_COLUMNS = ("collateral", "unrealized_pnl", "option_value", "equity
                          "isolated_equity")
 N_ACCOUNT_FLOATS = len(ACCOUNT_FLOAT_COLUMNS)
 
-# Which rows ``account_figures_at`` sums: all of them, only those that move with the moved underlying, or
-# only those that do not (liquidation prices evaluate the fixed part once and the moving part per trial).
-PART_ALL, PART_MOVED, PART_FIXED = 0, 1, 2
-
 
 @inline
 def tier_margin(notional, first, last, cap, imf, mmf, amount):
@@ -159,12 +155,6 @@ NO_POSITIONS = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
 
 
 @inline
-def touches(i, u, moving):
-    """Does instrument ``i`` move when underlying ``u`` moves (its own underlying, or its settle asset's)?"""
-    return u >= 0 and (moving[0][i] == u or moving[1][i] == u)
-
-
-@inline
 def moved_instrument(i, u, m, kind, option_type, strike, price, forward, settle_px, moving):
     """``(price, forward, settle_px)`` of instrument ``i`` with underlying ``u`` moved by the factor ``m`` on
     top of the valuation given (``u < 0``: the valuation unchanged, read as is).
@@ -192,50 +182,26 @@ def moved_instrument(i, u, m, kind, option_type, strike, price, forward, settle_
 
 
 @inline
-def account_figures_at(a, pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin,
-                       bal_start, bal_asset, bal_amount, inst, tiers, price, forward, settle_px, asset_px,
-                       asset_cw, asset_bw, option_margin, u, m, moving, part):
-    """Cross-margin figures of account ``a`` with underlying ``u`` moved by ``m`` on top of the given
-    instrument prices (see ``moved_instrument``; ``u < 0`` moves nothing), summed in row order.
+def account_figures(a, pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin,
+                    bal_start, bal_asset, bal_amount, inst, tiers, price, forward, settle_px, asset_px,
+                    asset_cw, asset_bw, option_margin):
+    """Cross-margin figures of account ``a`` at the given instrument prices, summed in row order.
 
-    ``part`` selects the rows summed: ``PART_ALL``; ``PART_MOVED``, only positions that move with ``u`` and
-    balances in assets that follow it; ``PART_FIXED``, the others. The two parts add up to the whole.
     ``inst = (kind, size, tier_first, tier_last, option_type, strike)`` per instrument; ``settle_px`` [i] and
     ``asset_px`` [a] are USD prices. Returns ``(collateral, upnl, option_value, im, mm, gross_notional,
     isolated_equity, n_isolated_liquidatable)`` in USD.
     """
-    kind, size, tier_first, tier_last, option_type, strike = inst
     sums = NO_POSITIONS
     for p in range(pos_start[a], pos_start[a + 1]):
         i = pos_instrument[p]
-        if part != PART_ALL and (part == PART_MOVED) != touches(i, u, moving):
-            continue
-        pr, fw, px = moved_instrument(i, u, m, kind, option_type, strike, price, forward, settle_px, moving)
-        sums = add_position(sums, position_usd(p, i, pr, fw, px, quantity, entry_price, isolated,
-                                               isolated_margin, inst, tiers, option_margin))
+        sums = add_position(sums, position_usd(p, i, price[i], forward[i], settle_px[i], quantity, entry_price,
+                                               isolated, isolated_margin, inst, tiers, option_margin))
     collateral = 0.0
     for b in range(bal_start[a], bal_start[a + 1]):
         k = bal_asset[b]
-        px = asset_px[k]
-        if part != PART_ALL and (part == PART_MOVED) != (u >= 0 and moving[2][k] == u):
-            continue
-        if u >= 0 and moving[2][k] == u:
-            px = px * m
-        collateral += balance_usd(px, bal_amount[b], asset_cw[k], asset_bw[k])
+        collateral += balance_usd(asset_px[k], bal_amount[b], asset_cw[k], asset_bw[k])
     upnl_sum, option_sum, im_sum, mm_sum, gross, iso_equity, n_iso_liq = sums
     return collateral, upnl_sum, option_sum, im_sum, mm_sum, gross, iso_equity, n_iso_liq
-
-
-@inline
-def account_figures(a, pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin,
-                    bal_start, bal_asset, bal_amount, inst, tiers, price, forward, settle_px, asset_px,
-                    asset_cw, asset_bw, option_margin):
-    """Cross-margin figures of account ``a`` at the given instrument prices: ``account_figures_at`` with
-    nothing moved (the placeholders in ``moving`` are never read when ``u < 0``)."""
-    moving = (pos_instrument, pos_instrument, bal_asset, price, price, price, price, 0.0)
-    return account_figures_at(a, pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin,
-                              bal_start, bal_asset, bal_amount, inst, tiers, price, forward, settle_px,
-                              asset_px, asset_cw, asset_bw, option_margin, -1, 1.0, moving, PART_ALL)
 
 
 @kernel(parallel=True)
