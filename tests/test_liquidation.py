@@ -174,7 +174,7 @@ def test_at_the_price_equity_equals_maintenance(generated):
 
 
 def test_generated_venue_equals_reference():
-    market, book = fr.generate.exchange(60, seed=4)
+    market, book = fr.generate.exchange(30, seed=4)
     assert_tables_close(fr.liquidation_prices(market, book), reference.liquidation_prices(market, book), rtol=REL)
 
 

@@ -3,9 +3,9 @@
 Nothing clever: a market moved by a factor is a copy of the reference's market view with the underlying's
 index, every mark on it, every option re-valued at the moved forward (a given mark moving by the model's
 change) and every asset following it multiplied by m; the account is re-valued from scratch at each trial
-with ``reference.account``'s functions. The nearest crossing in each direction is found by walking a fine
-geometric grid (``STEP`` = 1 % per step) outward from m = 1 over [1e-4, 1e4] and bisecting the first cell
-that becomes liquidatable down to 1e-12 relative. ``moved_market`` builds the same moved market as a real
+with ``reference.account``'s functions. The nearest crossing in each direction is found by walking a
+geometric grid (``STEP`` = 3 % per step, finer than the kernel's 3.7 % grid for non-linear buckets) outward
+from m = 1 over [1e-4, 1e4] and bisecting the first cell that becomes liquidatable down to 1e-12 relative. ``moved_market`` builds the same moved market as a real
 ``fastrisk.Market``, for tests that check a reported price with ``account_risk``.
 """
 
@@ -20,7 +20,7 @@ from .account import _MarketView, _rows, _sorted_positions, _value_position, bla
 __all__ = ["liquidation_prices", "moved_market", "bucket_excess", "moved_view"]
 
 M_MIN, M_MAX = 1e-4, 1e4
-STEP = 1.01
+STEP = 1.03
 BISECT_REL = 1e-12
 
 
