@@ -5,8 +5,9 @@ index, every mark on it, every option re-valued at the moved forward (a given ma
 change) and every asset following it multiplied by m; the account is re-valued from scratch at each trial
 with ``reference.account``'s functions. The nearest crossing in each direction is found by walking a
 geometric grid (``STEP`` = 3 % per step, finer than the kernel's 3.7 % grid for non-linear buckets) outward
-from m = 1 over [1e-4, 1e4] and bisecting the first cell that becomes liquidatable down to 1e-12 relative. ``moved_market`` builds the same moved market as a real
-``fastrisk.Market``, for tests that check a reported price with ``account_risk``.
+from m = 1 over [1e-4, 1e4] and bisecting the first cell that becomes liquidatable down to 1e-12 relative.
+``moved_market`` builds the same moved market as a real ``fastrisk.Market``, for tests that check a reported
+price with ``account_risk``.
 """
 
 from __future__ import annotations
