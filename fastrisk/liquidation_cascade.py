@@ -177,7 +177,10 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     # Screening factors from the shocked prices (kernels/cascade.py).
     shocked = value_instruments(market, mult0, rate=rate)
     bk = bucket_multipliers(market, bound, shocked, split=True, rate=rate, option_margin=option_margin)
-    n_rows = len(bk.down)
+    # Rows without a screening factor in either direction are never reached: screen the others only.
+    active = np.flatnonzero(~(np.isnan(bk.down) & np.isnan(bk.up)))
+    screened = tuple(np.ascontiguousarray(a[active]) for a in (bk.account, bk.underlying, bk.position, bk.down,
+                                                               bk.up))
     iso_rows = np.flatnonzero(bk.position >= 0)
     iso_pos = bk.position[iso_rows]
     moving = kernel_moving(market, rate)
@@ -208,11 +211,11 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
         val = shocked if rnd == 1 else value_instruments(market, mult, rate=rate)
         vt = (val.price, val.forward, val.settle_px, val.asset_px)
         flag_account = np.zeros(n, np.uint8)
-        flag_row = np.zeros(n_rows, np.uint8)
-        screen(mult / mult0, bk.account, bk.underlying, bk.position, bk.down, bk.up, account_live, position_live,
-               flag_account, flag_row, n_chunks(n_rows))
+        flag_position = np.zeros(len(B.quantity), np.uint8)
+        screen(mult / mult0, *screened, account_live, position_live, flag_account, flag_position,
+               n_chunks(len(active)))
         cand = np.flatnonzero(((flag_account != 0) | watched | account_always) & (account_live != 0))
-        iso_cand_k = np.flatnonzero(((flag_row[iso_rows] != 0) | iso_watched | iso_always)
+        iso_cand_k = np.flatnonzero(((flag_position[iso_pos] != 0) | iso_watched | iso_always)
                                     & (position_live[iso_pos] != 0))
         iso_cand = iso_pos[iso_cand_k]
         out = np.empty((3, len(cand)))

@@ -30,11 +30,12 @@ SCREEN_MARGIN = 1e-12
 
 
 @chunked
-def screen(x, row_account, row_u, row_pos, down, up, account_live, position_live, flag_account, flag_row,
+def screen(x, row_account, row_u, row_pos, down, up, account_live, position_live, flag_account, flag_position,
            n_chunks):
     """Flag the buckets some underlying's move ``x`` [u] (since the screening factors were computed) has
-    reached: ``flag_account[a] = 1`` for a live account's cross row, ``flag_row[r] = 1`` for a live isolated
-    position's row. Flags are only ever set (to the same value), so chunks sharing an account agree."""
+    reached: ``flag_account[a] = 1`` for a live account's cross row, ``flag_position[p] = 1`` for a live
+    isolated position's row. Flags are only ever set (to the same value), so chunks sharing an account
+    agree. The rows given may be any subset (those with a screening factor)."""
     n = down.shape[0]
     for c in prange(n_chunks):
         for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
@@ -47,7 +48,7 @@ def screen(x, row_account, row_u, row_pos, down, up, account_live, position_live
                 if account_live[row_account[r]]:
                     flag_account[row_account[r]] = 1
             elif position_live[p]:
-                flag_row[r] = 1
+                flag_position[p] = 1
 
 
 @kernel(parallel=True, nrt=False)
