@@ -559,7 +559,7 @@ def cascade_section(page: Page) -> Section | None:
     shock = c.get("shock") or (page.summary.get("parameters") or {}).get("shock") or {}
     tiles = _tiles([
         ("Shock", ", ".join(f"{u} {v:+.1%}" for u, v in shock.items()) or "-", "applied before round 1", ""),
-        ("Accounts liquidated", _int(c.get("accounts_liquidated")), f"in {c.get('rounds', per_round.num_rows)} rounds",
+        ("Accounts liquidated", _int(c.get("accounts_liquidated")), f"in {c.get('rounds', per_round.num_rows - 1)} rounds",
          "bad" if c.get("accounts_liquidated") else ""),
         ("Notional closed", S.usd(c.get("notional_closed_usd")), "forced flow", ""),
         ("Bad debt", S.usd(c.get("bad_debt_usd")), f"insurance fund left {S.usd(c.get('insurance_fund_left_usd'))}",

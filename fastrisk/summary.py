@@ -360,7 +360,8 @@ def round_table(rounds: pa.Table) -> pa.Table:
 
 def cascade_summary(rounds: pa.Table, accounts: pa.Table, shock: dict) -> dict:
     per_round = round_table(rounds)
-    out: dict = {"shock": dict(shock), "rounds": per_round.num_rows}
+    # Round 0 is the shock itself (SPEC §6), so liquidation rounds are the rows after it.
+    out: dict = {"shock": dict(shock), "rounds": max(per_round.num_rows - 1, 0)}
     for figure, key in (("round_accounts", "accounts_liquidated"), ("round_notional", "notional_closed_usd"),
                         ("bad_debt", "bad_debt_usd")):
         col = pick(per_round, figure)
