@@ -47,9 +47,21 @@ def chunked(fn):
     return run
 
 
+def helper(fn):
+    """A function called from kernels, compiled once on its own; LLVM inlines it where that pays.
+
+    Compiled without reference counting: helpers take tuples of arrays and allocate nothing, and unpacking
+    those tuples would otherwise cost an atomic increment and decrement per array and call.
+    """
+    return numba.jit(_nrt=False, **_SETTINGS)(fn)
+
+
 def inline(fn):
-    """A helper called from kernels, inlined at Numba IR level: helpers take tuples of arrays, and passing
-    those by value on every call would cost more than the arithmetic they do."""
+    """A small helper on an innermost hot path, inlined at Numba IR level into each caller.
+
+    Only for the few where measurement shows the call costs more than the work: IR inlining recompiles the
+    helper and everything it inlines at every call site, which multiplies compile time.
+    """
     return numba.jit(inline="always", **_SETTINGS)(fn)
 
 
