@@ -5,7 +5,8 @@ package's ``stress`` attribute with a module.) ``revalue`` and the chunk helpers
 margin and exposures.
 
 ``stress(market, book, scenarios)`` moves, per scenario, every instrument on the named underlyings, their
-index and the assets that follow them (``risk.value_instruments``, once per scenario and instrument), then
+index and the assets that follow them (``value_scenarios``: what ``risk.value_instruments`` gives per
+scenario, bit for bit, for all scenarios in one parallel pass over the instruments), then
 takes each account through all scenarios with the account margin code of ``account_risk``
 (``kernels.scenarios.stress_accounts``). Tiers are re-bracketed at the shocked notionals; options are
 re-priced with Black-76 at the shocked forward and vol.
@@ -69,18 +70,53 @@ class Revaluation:
     groups: tuple
 
 
+def scenario_prices(market, scen, rate: float = 0.0) -> np.ndarray:
+    """The price of every instrument of ``market`` under every scenario of ``scen`` (a
+    ``scenarios.Scenarios``), float64 [s, i]: row ``s`` is
+    ``risk.value_instruments(market, scen.mult[s], scen.vol_shift[s], rate).price``, bit for bit
+    (``kernels.valuation.scenario_instrument_prices``: instruments in parallel chunks, scenarios inside)."""
+    from .kernels._jit import n_chunks
+    from .kernels.valuation import scenario_instrument_prices
+
+    M = market.arrays
+    n_s, n_u, n_i = scen.n, len(M.index_price), len(M.kind)
+    price = np.empty((n_s, n_i))
+    # Chunks by the count of evaluations: a function of the sizes only, never of the thread count.
+    scenario_instrument_prices(price, M.kind, M.underlying, M.mark, M.index_price, M.option_type, M.strike,
+                               M.expiry_years, M.implied_vol, _rows(scen.mult, n_s, n_u),
+                               _rows(scen.vol_shift, n_s, n_u), float(rate), n_chunks(n_i * n_s))
+    return price
+
+
+def value_scenarios(market, scen, rate: float = 0.0) -> tuple:
+    """Every instrument and asset of ``market`` valued under every scenario of ``scen``:
+    ``(price, forward, settle_px, asset_px)``, float64 [s, i] / [s, k], row ``s`` of each what
+    ``risk.value_instruments(market, scen.mult[s], scen.vol_shift[s], rate)`` gives, bit for bit."""
+    from .kernels.valuation import asset_prices, scenario_moves
+
+    M = market.arrays
+    n_s, n_u, n_i = scen.n, len(M.index_price), len(M.kind)
+    mult = _rows(scen.mult, n_s, n_u)
+    asset_px = np.empty((n_s, len(M.asset_price)))
+    for s in range(n_s):
+        asset_px[s] = asset_prices(M.asset_price, M.asset_underlying, mult[s])
+    forward, settle_px = np.empty((n_s, n_i)), np.empty((n_s, n_i))
+    scenario_moves(forward, settle_px, M.underlying, M.index_price, M.settle, mult, asset_px)
+    return scenario_prices(market, scen, rate), forward, settle_px, asset_px
+
+
+def _rows(x, n_s: int, n_u: int) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float64).reshape(n_s, n_u)
+
+
 def revalue(market, scen, rate: float = 0.0) -> Revaluation:
     """Value the market today and under every scenario of ``scen`` (a ``scenarios.Scenarios``), once per
     instrument, and group scenarios by the exact set of instruments and assets whose price, forward or
     settle price differs from today's: a row none of its group's scenarios touches keeps its base figures."""
     val = value_instruments(market, rate=rate)
     base = (val.price, val.forward, val.settle_px, val.asset_px)
+    shocked = value_scenarios(market, scen, rate)
     n_s, n_i, n_k = scen.n, len(val.price), len(val.asset_px)
-    shocked = (np.empty((n_s, n_i)), np.empty((n_s, n_i)), np.empty((n_s, n_i)), np.empty((n_s, n_k)))
-    for s in range(n_s):
-        v = value_instruments(market, scen.mult[s], scen.vol_shift[s], rate=rate)
-        for out, new in zip(shocked, (v.price, v.forward, v.settle_px, v.asset_px)):
-            out[s] = new
     moved = np.concatenate([(shocked[0] != base[0]) | (shocked[1] != base[1]) | (shocked[2] != base[2]),
                             shocked[3] != base[3]], axis=1)
     # Group ids by first appearance of each moved set (hashing the packed bits: np.unique over rows of

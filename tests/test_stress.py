@@ -435,3 +435,72 @@ def test_reference_shocked_market_moves_marked_options_by_the_model_change():
     loss = fr.stress(market, book, scenarios([(0, "XYZ", -0.1, 0.1)]), loss_matrix=True).loss_matrix[0, 0]
     assert loss == pytest.approx(-3.0 * change, rel=1e-12)
     assert math.isfinite(loss)
+
+
+# ------------------------------------------------------------------------------ scenario valuation, batched
+
+def _value_each_scenario(market, scen):
+    """``risk.value_instruments`` once per scenario: what ``scenario_risk.value_scenarios`` must equal."""
+    from fastrisk.risk import value_instruments
+
+    vals = [value_instruments(market, scen.mult[s], scen.vol_shift[s]) for s in range(scen.n)]
+    n_i, n_k = len(market.arrays.kind), len(market.arrays.asset_price)
+    stack = lambda f, n: np.array([f(v) for v in vals]).reshape(scen.n, n)  # noqa: E731
+    return (stack(lambda v: v.price, n_i), stack(lambda v: v.forward, n_i), stack(lambda v: v.settle_px, n_i),
+            stack(lambda v: v.asset_px, n_k))
+
+
+def _assert_scenario_values_exact(market, scen):
+    from fastrisk.kernels.valuation import scenario_instrument_prices
+    from fastrisk.scenario_risk import value_scenarios
+
+    want = _value_each_scenario(market, scen)
+    for got, expected in zip(value_scenarios(market, scen), want):
+        assert got.shape == expected.shape and np.array_equal(got, expected, equal_nan=True)
+    # Any chunk count (serial or parallel copy) gives the same bits.
+    M = market.arrays
+    for chunks in (1, 2, 7):
+        price = np.empty((scen.n, len(M.kind)))
+        run = scenario_instrument_prices.serial if chunks == 1 else scenario_instrument_prices.parallel
+        run(price, M.kind, M.underlying, M.mark, M.index_price, M.option_type, M.strike, M.expiry_years,
+            M.implied_vol, scen.mult, scen.vol_shift, 0.0, chunks)
+        assert np.array_equal(price, want[0], equal_nan=True)
+
+
+@SETTINGS
+@given(venues(), scenario_tables())
+def test_batched_scenario_prices_are_value_instruments_bit_for_bit(market, scen):
+    # Futures, a model-priced call, a marked put, an expired call; moves of 0, vol shifts to the floor.
+    _assert_scenario_values_exact(market, fr.scenarios.prepare(scen, market))
+
+
+def test_batched_scenario_prices_on_a_generated_venue(venue):
+    market, _ = venue
+    scen = fr.scenarios.prepare(fr.scenarios.span(["BTC", "ETH"], market=market), market)
+    _assert_scenario_values_exact(market, scen)
+
+
+def test_batched_scenario_prices_of_the_option_benchmark_market():
+    # 1,000 options on three underlyings in random order (the benchmark's market, cut): runs of one
+    # underlying inside a block, vol-up / vol-down pairs sharing ln(F/K), every scenario unmoving two thirds.
+    from fastrisk.bench_stress import check_option_prices, option_market, price_all
+
+    market = option_market(1_000, seed=3)
+    scen = fr.scenarios.prepare(fr.scenarios.span(market), market)
+    _assert_scenario_values_exact(market, scen)
+    check_option_prices(market, scen, price_all(market, scen))
+
+
+def test_batched_scenario_prices_with_a_vol_below_the_floor():
+    # implied_vol 5e-5 < the 1e-4 floor: today's model value (floored vol) differs from the base a mark
+    # moves from (implied vol), so an unmoved scenario is not simply the base.
+    opts = [B.option(10 + n, f"BTC-{n}", "BTC", "USDT", 1.0, strike=k, expiry=B.AS_OF + B.ONE_YEAR * t,
+                     option_type=typ, implied_vol=iv, mark=mark)
+            for n, (k, t, typ, iv, mark) in enumerate([(50000.0, 1e-6, "call", 5e-5, None),
+                                                       (50000.0, 1e-6, "put", 5e-5, 3.0),
+                                                       (60000.0, 0.5, "put", 0.6, 10500.0),
+                                                       (40000.0, 0.0, "call", 0.6, None)])]
+    market = B.make_market(instruments=B.standard_instruments(opts))
+    scen = fr.scenarios.prepare(scenarios([(0, "BTC", 0.0), (1, "BTC", 0.0, 0.2), (2, "BTC", 1e-17),
+                                           (3, "BTC", -0.1, -0.7), (3, "ETH", 0.05), (4, "ETH", 0.1)]), market)
+    _assert_scenario_values_exact(market, scen)
