@@ -156,7 +156,7 @@ def scenario_instrument_prices(price, kind, underlying, mark, index_price, optio
     scenarios (a vol-up / vol-down pair shares it). A chunk goes through blocks of ``_BLOCK`` instruments,
     scenarios outside, so that ``price`` is written along its rows; inside a block the instruments are
     taken by underlying, so that those of an underlying the scenario leaves unmoved (multiplier 1, no vol
-    shift) get today's price in one run, without a branch per instrument. Each entry depends only on its
+    shift) keep today's price (copied along the row first) without a branch per instrument. Each entry depends only on its
     own instrument and scenario: the result does not depend on the chunk or thread count.
     """
     n_s, n_i = price.shape
@@ -169,17 +169,32 @@ def scenario_instrument_prices(price, kind, underlying, mark, index_price, optio
         today = np.empty(_BLOCK)
         f_last = np.empty(_BLOCK)
         log_fk = np.empty(_BLOCK)
-        run_start = np.empty(_BLOCK + 1, np.int64)  # runs of one underlying in ``order``
+        # The block's positions by underlying (a stable counting sort): run r is underlying run_u[r], at
+        # order[run_start[r]:run_start[r + 1]]; run_of[u] is -1 outside the block being sorted.
+        run_of = np.full(index_price.shape[0], -1, np.int64)
+        run_u = np.empty(_BLOCK, np.int64)
+        run_start = np.zeros(_BLOCK + 1, np.int64)
+        fill = np.empty(_BLOCK, np.int64)
+        order = np.empty(_BLOCK, np.int64)
         hi = (c + 1) * n_i // n_chunks
         for lo in range(c * n_i // n_chunks, hi, _BLOCK):
             top = min(lo + _BLOCK, hi)
-            order = np.argsort(underlying[lo:top], kind="mergesort")
             n_runs = 0
-            for r in range(top - lo):
-                if r == 0 or underlying[lo + order[r]] != underlying[lo + order[r - 1]]:
-                    run_start[n_runs] = r
+            for i in range(lo, top):
+                u = underlying[i]
+                if run_of[u] < 0:
+                    run_of[u], run_u[n_runs], run_start[n_runs + 1] = n_runs, u, 0
                     n_runs += 1
-            run_start[n_runs] = top - lo
+                run_start[run_of[u] + 1] += 1
+            for r in range(n_runs):
+                run_start[r + 1] += run_start[r]
+                fill[r] = run_start[r]
+            for i in range(lo, top):
+                r = run_of[underlying[i]]
+                order[fill[r]] = i - lo
+                fill[r] += 1
+            for r in range(n_runs):
+                run_of[run_u[r]] = -1
             for i in range(lo, top):
                 j = i - lo
                 f0 = index_price[underlying[i]]
@@ -203,12 +218,11 @@ def scenario_instrument_prices(price, kind, underlying, mark, index_price, optio
                         black76_value(f0, k, log_fk[j], iv * sqrt_years[j], disc[j], sign[j])[0]
                 today[j] = marked_value(mark[i], model, base[j])
             for s in range(n_s):
+                price[s, lo:top] = today[:top - lo]  # then the runs the scenario moves are re-priced
                 for r in range(n_runs):
-                    u = underlying[lo + order[run_start[r]]]
+                    u = run_u[r]
                     m, shift = mult_su[s, u], vol_shift_su[s, u]
                     if m == 1.0 and shift == 0.0:
-                        for q in range(run_start[r], run_start[r + 1]):
-                            price[s, lo + order[q]] = today[order[q]]
                         continue
                     f = index_price[u] * m
                     for q in range(run_start[r], run_start[r + 1]):
