@@ -28,7 +28,7 @@ import numpy as np
 from numba import prange
 
 from ..codes import INVERSE, LINEAR
-from ._jit import inline, kernel
+from ._jit import helper, inline, kernel
 from .margin import balance_usd, position_figures
 
 # Float columns of an exposure row (rows of ``out``).
@@ -60,7 +60,7 @@ def _touch(u, acc, touched, order, n):
     return n + 1
 
 
-@inline
+@helper
 def _account_exposures(a, book, inst, tiers, option_margin, val, asset_cw, asset_bw, row_underlying, acc, touched,
                        order):
     """Sensitivities of account ``a`` per underlying into ``acc`` [u, 3] (delta_usd, gamma_usd, vega), the
