@@ -191,100 +191,112 @@ def stress_accounts(acc_f, acc_i, totals, loss_matrix, book, inst, tiers, option
     (USD; positive = the account loses): the Σ over its moved cross rows and balances of base value minus
     scenario value.
     """
+    # The loop body is one compiled call per chunk: the parallel pass then analyses a small body, which
+    # keeps compilation short; the index is cast because the parallel loop's own is unsigned once lowered.
+    for c in prange(pos_f.shape[0]):
+        stress_chunk(np.int64(c), acc_f, acc_i, totals, loss_matrix, book, inst, tiers, option_margin,
+                     margin_call_ratio, base, shocked, asset_cw, asset_bw, weight, groups, pos_f, pos_i, bal_f,
+                     moved_pos, moved_bal, masks, last_f, last_i, group_totals)
+
+
+@kernel(nrt=False)
+def stress_chunk(c, acc_f, acc_i, totals, loss_matrix, book, inst, tiers, option_margin, margin_call_ratio, base,
+                 shocked, asset_cw, asset_bw, weight, groups, pos_f, pos_i, bal_f, moved_pos, moved_bal, masks,
+                 last_f, last_i, group_totals):
+    """The accounts of chunk ``c`` of ``stress_accounts``."""
     group_start, group_scen, inst_moved, asset_moved, inst_groups, asset_groups, repeat = groups
     n = book[0].shape[0] - 1
     n_chunks = pos_f.shape[0]
     n_groups = group_start.shape[0] - 1
     keep_matrix = loss_matrix.shape[0] > 0
-    for c in prange(n_chunks):
-        pf = pos_f[c]
-        pi = pos_i[c]
-        bf = bal_f[c]
-        mp = moved_pos[c]
-        mb = moved_bal[c]
-        mask = masks[c]
-        lf = last_f[c]
-        li = last_i[c]
-        tot = totals[c]
-        gtot = group_totals[c]
-        for a in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            sums, coll0, iso_bad0 = _cache_base(a, book, inst, tiers, option_margin, base, asset_cw, asset_bw,
-                                                pf, pi, bf)
-            upnl, optv, _, mm0, _, _, n_liq0 = sums
-            equity0 = coll0 + upnl + optv
-            st0 = account_status(equity0, mm0, margin_call_ratio)[1]
-            _account_groups(a, book, inst_groups, asset_groups, mask)
-            worst = 0.0
-            worst_s = -1
-            eq_worst = equity0
-            mm_worst = mm0
-            st_worst = st0
-            for g in range(n_groups):
-                if not _in_group(mask, g):
-                    # Untouched by the whole group: today's figures and a loss of 0 in each of its scenarios,
-                    # added to the group's totals once (they go to every scenario of the group at the end).
-                    gtot[g, 3] += st0 == LIQUIDATABLE
-                    gtot[g, 4] += st0 == BANKRUPT
-                    gtot[g, 6] += max(-equity0, 0.0)
-                    gtot[g, 7] += n_liq0
-                    gtot[g, 8] += iso_bad0
-                    if keep_matrix:
-                        for q in range(group_start[g], group_start[g + 1]):
-                            loss_matrix[a, group_scen[q]] = 0.0
-                    continue
-                n_p, n_b = _list_moved(a, g, book, inst_moved, asset_moved, mp, mb)
-                for q in range(group_start[g], group_start[g + 1]):
-                    s = group_scen[q]
-                    loss = 0.0
-                    d_mm = 0.0
-                    n_liq = n_liq0
-                    iso_bad = iso_bad0
-                    for r in range(n_p):
-                        j = mp[r]
-                        cont = _moved_contribution(a, j, r, q, s, book, inst, tiers,
-                                                   option_margin, shocked, repeat, lf, li)
-                        if cont[0] == ISOLATED:
-                            n_liq += np.int64(cont[5]) - pi[j, _LIQ]
-                            iso_bad += max(-cont[1], 0.0) - max(-pf[j, _VALUE], 0.0)
-                        else:
-                            loss += pf[j, _VALUE] - cont[1]
-                            d_mm += cont[3] - pf[j, _MM]
-                    for r in range(n_b):
-                        j = mb[r]
-                        loss += bf[j] - _moved_balance(a, j, s, book, shocked, asset_cw, asset_bw)
-                    equity = equity0 - loss
-                    mm = mm0 + d_mm
-                    st = account_status(equity, mm, margin_call_ratio)[1]
-                    if keep_matrix:
-                        loss_matrix[a, s] = loss
-                    wl = weight[s] * loss
-                    if wl > 0.0 and (wl > worst or (wl == worst and s < worst_s)):
-                        worst = wl
-                        worst_s = s
-                        eq_worst = equity
-                        mm_worst = mm
-                        st_worst = st
-                    tot[s, 0] += max(loss, 0.0)
-                    tot[s, 1] += loss
-                    tot[s, 2] += loss > 0.0
-                    tot[s, 3] += st == LIQUIDATABLE
-                    tot[s, 4] += st == BANKRUPT
-                    tot[s, 5] += st >= LIQUIDATABLE and st0 < LIQUIDATABLE
-                    tot[s, 6] += max(-equity, 0.0)
-                    tot[s, 7] += n_liq
-                    tot[s, 8] += iso_bad
-            acc_f[0, a] = equity0
-            acc_f[1, a] = mm0
-            acc_f[2, a] = worst
-            acc_f[3, a] = eq_worst
-            acc_f[4, a] = mm_worst
-            acc_i[0, a] = st0
-            acc_i[1, a] = worst_s
-            acc_i[2, a] = st_worst
+    pf = pos_f[c]
+    pi = pos_i[c]
+    bf = bal_f[c]
+    mp = moved_pos[c]
+    mb = moved_bal[c]
+    mask = masks[c]
+    lf = last_f[c]
+    li = last_i[c]
+    tot = totals[c]
+    gtot = group_totals[c]
+    for a in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+        sums, coll0, iso_bad0 = _cache_base(a, book, inst, tiers, option_margin, base, asset_cw, asset_bw,
+                                            pf, pi, bf)
+        upnl, optv, _, mm0, _, _, n_liq0 = sums
+        equity0 = coll0 + upnl + optv
+        st0 = account_status(equity0, mm0, margin_call_ratio)[1]
+        _account_groups(a, book, inst_groups, asset_groups, mask)
+        worst = 0.0
+        worst_s = -1
+        eq_worst = equity0
+        mm_worst = mm0
+        st_worst = st0
         for g in range(n_groups):
+            if not _in_group(mask, g):
+                # Untouched by the whole group: today's figures and a loss of 0 in each of its scenarios,
+                # added to the group's totals once (they go to every scenario of the group at the end).
+                gtot[g, 3] += st0 == LIQUIDATABLE
+                gtot[g, 4] += st0 == BANKRUPT
+                gtot[g, 6] += max(-equity0, 0.0)
+                gtot[g, 7] += n_liq0
+                gtot[g, 8] += iso_bad0
+                if keep_matrix:
+                    for q in range(group_start[g], group_start[g + 1]):
+                        loss_matrix[a, group_scen[q]] = 0.0
+                continue
+            n_p, n_b = _list_moved(a, g, book, inst_moved, asset_moved, mp, mb)
             for q in range(group_start[g], group_start[g + 1]):
-                for f in range(tot.shape[1]):
-                    tot[group_scen[q], f] += gtot[g, f]
+                s = group_scen[q]
+                loss = 0.0
+                d_mm = 0.0
+                n_liq = n_liq0
+                iso_bad = iso_bad0
+                for r in range(n_p):
+                    j = mp[r]
+                    cont = _moved_contribution(a, j, r, q, s, book, inst, tiers,
+                                               option_margin, shocked, repeat, lf, li)
+                    if cont[0] == ISOLATED:
+                        n_liq += np.int64(cont[5]) - pi[j, _LIQ]
+                        iso_bad += max(-cont[1], 0.0) - max(-pf[j, _VALUE], 0.0)
+                    else:
+                        loss += pf[j, _VALUE] - cont[1]
+                        d_mm += cont[3] - pf[j, _MM]
+                for r in range(n_b):
+                    j = mb[r]
+                    loss += bf[j] - _moved_balance(a, j, s, book, shocked, asset_cw, asset_bw)
+                equity = equity0 - loss
+                mm = mm0 + d_mm
+                st = account_status(equity, mm, margin_call_ratio)[1]
+                if keep_matrix:
+                    loss_matrix[a, s] = loss
+                wl = weight[s] * loss
+                if wl > 0.0 and (wl > worst or (wl == worst and s < worst_s)):
+                    worst = wl
+                    worst_s = s
+                    eq_worst = equity
+                    mm_worst = mm
+                    st_worst = st
+                tot[s, 0] += max(loss, 0.0)
+                tot[s, 1] += loss
+                tot[s, 2] += loss > 0.0
+                tot[s, 3] += st == LIQUIDATABLE
+                tot[s, 4] += st == BANKRUPT
+                tot[s, 5] += st >= LIQUIDATABLE and st0 < LIQUIDATABLE
+                tot[s, 6] += max(-equity, 0.0)
+                tot[s, 7] += n_liq
+                tot[s, 8] += iso_bad
+        acc_f[0, a] = equity0
+        acc_f[1, a] = mm0
+        acc_f[2, a] = worst
+        acc_f[3, a] = eq_worst
+        acc_f[4, a] = mm_worst
+        acc_i[0, a] = st0
+        acc_i[1, a] = worst_s
+        acc_i[2, a] = st_worst
+    for g in range(n_groups):
+        for q in range(group_start[g], group_start[g + 1]):
+            for f in range(tot.shape[1]):
+                tot[group_scen[q], f] += gtot[g, f]
 
 
 @kernel(parallel=True)
