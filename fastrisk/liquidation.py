@@ -73,15 +73,25 @@ def kernel_book(bound: BoundBook):
             B.bal_start, bound.bal_asset, B.bal_amount)
 
 
-def mm_convex(market: Market) -> np.ndarray:
-    """[i] uint8: the instrument's maintenance fraction never falls from one bracket to the next (then its
-    MM is convex in notional; kernels.liquidation uses it to know a bucket's excess is concave)."""
+def tier_terms(market: Market):
+    """Per instrument ``(mm_convex, mmf_max, amount_min, amount_max)``: uint8, its maintenance fraction never
+    falls from one bracket to the next (then its MM is convex in notional; kernels.liquidation uses it to know
+    a bucket's excess is concave), and the largest mmf and the range of maintenance amounts of its schedule
+    (the kernel bounds a bucket's slope with them). Options: 1, 0, 0, 0."""
     M = market.arrays
     rising = np.append(np.diff(M.tier_mmf) >= 0.0, True)
     # Bracket t is followed by t+1 within the instrument's schedule for t in tier_first..tier_last-1.
     falls_at = np.concatenate([[0], np.cumsum(~rising)])
     falls = falls_at[M.tier_last] - falls_at[M.tier_first]
-    return np.ascontiguousarray((falls == 0) | (M.kind == C.OPTION), dtype=np.uint8)
+    is_option = M.kind == C.OPTION
+    convex = np.ascontiguousarray((falls == 0) | is_option, dtype=np.uint8)
+    # A schedule is a contiguous bracket range [tier_first, tier_last]: reduce each range once.
+    ranges, of = np.unique(np.stack([M.tier_first, M.tier_last], 1), axis=0, return_inverse=True)
+    per = np.array([(M.tier_mmf[f:l + 1].max(), M.tier_amount[f:l + 1].min(), M.tier_amount[f:l + 1].max())
+                    for f, l in ranges], np.float64).reshape(-1, 3)
+    terms = per[of.ravel()]
+    terms[is_option] = 0.0
+    return (convex,) + tuple(np.ascontiguousarray(terms[:, j]) for j in range(3))
 
 
 def bucket_multipliers(market: Market, bound: BoundBook, val: Valuation, *, split: bool = False,
@@ -106,7 +116,7 @@ def bucket_multipliers(market: Market, bound: BoundBook, val: Valuation, *, spli
     down, up = np.empty(r), np.empty(r)
     inst, tiers = kernel_market(market)
     liquidation_factors(row_start, order, separable, account, underlying, position, down, up, bool(split), book,
-                        inst, mm_convex(market), tiers, (val.price, val.forward, val.settle_px, val.asset_px),
+                        inst, tier_terms(market), tiers, (val.price, val.forward, val.settle_px, val.asset_px),
                         (M.asset_cw, M.asset_bw), tuple(float(x) for x in option_margin), moving)
     return Buckets(row_start, account, underlying, position, down, up, n_cross, separable, order)
 

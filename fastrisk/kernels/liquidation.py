@@ -32,6 +32,14 @@ maintenance-amount rule; and smooth between *breakpoints*, where a future's noti
   decade; the first bracketing cell is refined. Two crossings closer together than one grid step (3.7 %)
   inside one cell can be missed; a crossing is never reported where there is none.
 
+*Safe skip*, for every bucket: the pass at m = 1 also bounds the slope dg/dm over the whole range
+(``slope_bounds``: exact for collateral and coin-settled rows, a bracket-independent range for futures,
+Black-76's delta in [0, 1] for options; unbounded only for inverse futures in a stable coin and rows settled
+in their own coin). g can then fall by at most L per unit of m moved outward, so a direction where L = 0
+needs no evaluation, and from any point with excess g the walk may jump g / L outward without passing a
+crossing: most option buckets are decided in a few evaluations instead of a 64-per-decade walk, and what
+such a skip decides is exact (no grid is involved).
+
 Refinement is Illinois regula falsi (bracketing, superlinear; exact in one step on a linear segment, which
 is Binance's closed form), stopped when the bracket is narrower than ``REL_TOL`` relative. The factor
 returned is the bracket's far end, where the bucket *is* liquidatable: at the reported price equity <= MM,
@@ -45,10 +53,9 @@ import math
 import numpy as np
 from numba import prange
 
-from ..codes import INVERSE, LINEAR, OPTION
-from ._jit import chunked, inline, kernel
-from .margin import NO_POSITIONS, account_figures, add_position, balance_usd, isolated_bucket, moved_instrument, \
-    position_figures, position_usd
+from ..codes import CALL, INVERSE, LINEAR, OPTION
+from ._jit import chunked, helper, inline, kernel
+from .margin import account_figures, balance_usd, isolated_bucket, moved_instrument, position_figures
 
 M_MIN, M_MAX = 1e-4, 1e4
 GRID_PER_DECADE = 64
@@ -116,7 +123,7 @@ def group_positions(order, n_rows, n_cross, separable, book, moving):
         separable[a] = sep
 
 
-@inline
+@helper
 def next_exposure(a, prev, cursor, hi, sep, order, book, moving):
     """The next underlying of account ``a``'s cross bucket after ``prev`` and its positions' slots: returns
     ``(u, first, last)``, ``u = -1`` when there is none; ``order[first:last]`` are its cross positions on
@@ -154,46 +161,122 @@ def next_exposure(a, prev, cursor, hi, sep, order, book, moving):
 # ------------------------------------------------------------------------------------- a bucket's g(m)
 
 @inline
-def moving_figures(a, p, u, m, lo, hi, sep, order, book, inst, tiers, val, weights, option_margin, moving):
-    """``(equity, MM)`` in USD, at ``m``, of the rows of a bucket that move with ``u``: isolated position
-    ``p`` when ``p >= 0``; else account ``a``'s cross positions on ``u`` (``order[lo:hi]``), its other cross
-    positions settled in a coin following ``u`` (only when not ``sep``arable) and its balances in assets
-    following ``u``."""
+def moving_figures(a, p, u, m, bounds, lo, hi, sep, order, book, inst, terms, tiers, val, weights, option_margin,
+                   moving):
+    """``(equity, MM, slope_lo, slope_hi)`` in USD, at ``m``, of the rows of a bucket that move with ``u``:
+    isolated position ``p`` when ``p >= 0``; else account ``a``'s cross positions on ``u`` (``order[lo:hi]``),
+    its other cross positions settled in a coin following ``u`` (only when not ``sep``arable) and its balances
+    in assets following ``u``.
+
+    With ``bounds`` (at m = 1 only), ``[slope_lo, slope_hi]`` bounds dg/dm over the whole range (USD per unit
+    of m; ``-inf, inf`` when a row's slope is not bounded in m, see ``slope_bounds``); else both are 0.
+    One call site of the position code, for every kind of row: the helper is specialised once."""
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
         bal_amount = book
     kind, option_type, strike = inst[0], inst[4], inst[5]
     price, forward, settle_px, asset_px = val
     inst_underlying, settle_underlying, asset_underlying = moving[0], moving[1], moving[2]
+    equity = 0.0
+    mm_sum = 0.0
+    s_lo = 0.0
+    s_hi = 0.0
     if p >= 0:
-        i = pos_instrument[p]
-        pr, fw, px = moved_instrument(i, u, m, kind, option_type, strike, price, forward, settle_px, moving)
-        notional, upnl, value, im, mm, _ = position_figures(
-            kind[i], quantity[p], inst[1][i], pr, fw, entry_price[p], inst[2][i], inst[3][i], option_type[i],
-            strike[i], tiers, option_margin)
-        equity, _ = isolated_bucket(isolated_margin[p], value, mm, px)
-        return equity, mm * px  # the bucket's own rule: equity against MM, both in USD
-    sums = NO_POSITIONS
-    for j in range(lo, hi):
-        q = order[j]
-        i = pos_instrument[q]
-        pr, fw, px = moved_instrument(i, u, m, kind, option_type, strike, price, forward, settle_px, moving)
-        sums = add_position(sums, position_usd(q, i, pr, fw, px, quantity, entry_price, isolated,
-                                               isolated_margin, inst, tiers, option_margin))
-    if not sep:
-        for q in range(pos_start[a], pos_start[a + 1]):
+        n_own, n_other = 1, 0
+    else:
+        n_own = hi - lo
+        n_other = 0 if sep else pos_start[a + 1] - pos_start[a]
+    for k in range(n_own + n_other):
+        if p >= 0:
+            q = p
+        elif k < n_own:
+            q = order[lo + k]
+        else:
+            q = pos_start[a] + k - n_own
             i = pos_instrument[q]
             if isolated[q] or inst_underlying[i] == u or settle_underlying[i] != u:
                 continue
-            pr, fw, px = moved_instrument(i, u, m, kind, option_type, strike, price, forward, settle_px, moving)
-            sums = add_position(sums, position_usd(q, i, pr, fw, px, quantity, entry_price, isolated,
-                                                   isolated_margin, inst, tiers, option_margin))
-    collateral = 0.0
-    for b in range(bal_start[a], bal_start[a + 1]):
+        i = pos_instrument[q]
+        pr, fw, px = moved_instrument(i, u, m, kind, option_type, strike, price, forward, settle_px, moving)
+        notional, upnl, value, im, mm, _ = position_figures(
+            kind[i], quantity[q], inst[1][i], pr, fw, entry_price[q], inst[2][i], inst[3][i], option_type[i],
+            strike[i], tiers, option_margin)
+        if p >= 0:
+            equity, _ = isolated_bucket(isolated_margin[q], value, mm, px)  # the bucket's own rule
+        else:
+            equity += value * px  # futures: upnl; options: q*c*V (margin.position_usd)
+        mm_sum += mm * px
+        if bounds:
+            lo_k, hi_k = slope_bounds(q, i, u, value, mm, book, inst, terms, val, option_margin, moving)
+            s_lo += lo_k
+            s_hi += hi_k
+    for b in range(bal_start[a], bal_start[a + 1] if p < 0 else bal_start[a]):
         k = bal_asset[b]
         if asset_underlying[k] == u:
-            collateral += balance_usd(asset_px[k] * m, bal_amount[b], weights[0][k], weights[1][k])
-    upnl, optv, im, mm, gross, iso_eq, n_iso = sums
-    return collateral + upnl + optv, mm
+            c = balance_usd(asset_px[k] * m, bal_amount[b], weights[0][k], weights[1][k])
+            equity += c
+            if bounds:
+                s_lo += c  # linear in m
+                s_hi += c
+    return equity, mm_sum, s_lo, s_hi
+
+
+@inline
+def slope_bounds(q, i, u, value, mm, book, inst, terms, val, option_margin, moving):
+    """``[lo, hi]`` bounding the slope in m (USD per unit of m) of position ``q``'s part of its bucket's excess
+    g = equity - MM, for every m, from today's valuation (``value``, ``mm`` in settle units at m = 1).
+
+    Derivatives of ``margin.position_figures`` with the row moved by ``margin.moved_instrument`` (c = contract
+    size, P, F = today's mark and forward, S = settle price, E = entry, t = bracket, mmf_t <= ``terms[1]``):
+
+    * on another underlying, settled in a coin following u: ``(value - MM) * S * m``, slope exactly
+      ``(value - MM) * S``;
+    * linear future, settle asset not following u: ``q*c*P*S - mmf_t*|q|*c*P*S``, in
+      ``[q*c*P*S - mmf_max*|q|*c*P*S, q*c*P*S]``;
+    * inverse future settled in a coin following u: USD upnl ``q*c*S*(m/E - 1/P)``, MM ``mmf_t*|q|*c*S/P -
+      amount_t*S*m``: slope ``q*c*S/E + amount_t*S`` (plus the isolated margin times S for an isolated one);
+    * option, settle asset not following u: ``q*c*F*S*delta`` with call delta in [0, D], put delta in [-D, 0]
+      (D = the discount factor, Black-76; a given mark moves by the model's change), minus the short
+      option's MM ``mm_fraction*|q|*c*F*S``;
+    * anything else (inverse futures in a stable coin, linear futures or options settled in their own coin):
+      unbounded, ``(-inf, inf)``.
+    """
+    _, _, quantity, entry_price, isolated, isolated_margin, _, _, _ = book
+    kind, size, option_type = inst[0], inst[1], inst[4]
+    mmf_max, amount_min, amount_max = terms[1], terms[2], terms[3]
+    price, forward, settle_px = val[0], val[1], val[2]
+    inst_underlying, settle_underlying, years, rate = moving[0], moving[1], moving[5], moving[7]
+    qq = quantity[q]
+    if qq == 0.0:
+        return 0.0, 0.0
+    sx = settle_px[i]
+    coin = settle_underlying[i] == u
+    if inst_underlying[i] != u:
+        d = (value - mm) * sx
+        return d, d
+    k = kind[i]
+    if k == LINEAR and not coin:
+        base = qq * size[i] * price[i] * sx
+        return base - mmf_max[i] * abs(base), base
+    if k == INVERSE and coin:
+        base = qq * size[i] * sx / entry_price[q]
+        if isolated[q]:
+            base += isolated_margin[q] * sx
+        return base + amount_min[i] * sx, base + amount_max[i] * sx
+    if k == OPTION and not coin:
+        disc = 1.0
+        if rate < 0.0 and years[i] > 0.0:
+            disc = math.exp(-rate * years[i])
+        base = qq * size[i] * forward[i] * sx * disc
+        if option_type[i] != CALL:
+            base = -base
+        lo_k = min(base, 0.0)
+        hi_k = max(base, 0.0)
+        if qq < 0.0:
+            short_mm = option_margin[2] * abs(qq) * size[i] * forward[i] * sx
+            lo_k -= short_mm
+            hi_k -= short_mm
+        return lo_k, hi_k
+    return -np.inf, np.inf
 
 
 @inline
@@ -219,14 +302,6 @@ def shape(a, p, u, lo, hi, sep, order, book, inst, mm_convex, moving):
         if not mm_convex[i]:
             out = LINEAR_WALK
     return out
-
-
-@inline
-def excess(a, p, u, m, fixed, lo, hi, sep, order, book, inst, tiers, val, weights, option_margin, moving):
-    """``g(m) = equity - MM`` of the bucket (``fixed``: its rows that do not move with ``u``)."""
-    eq, mm = moving_figures(a, p, u, m, lo, hi, sep, order, book, inst, tiers, val, weights, option_margin,
-                            moving)
-    return (fixed + eq) - mm
 
 
 # ------------------------------------------------------------------------------------- root finding
@@ -270,22 +345,33 @@ def next_point(m, down, grid, p, lo, hi, order, u, book, inst, tiers, val, movin
 
 
 @inline
-def first_crossing(down, g1, target, how, a, p, u, fixed, lo, hi, sep, order, book, inst, tiers, val, weights,
-                   option_margin, moving):
-    """The nearest factor below (``down``) or above 1 where ``g <= target``, given ``g(1) = g1 > target``;
-    NaN when there is none in [M_MIN, M_MAX].
+def search(d, g1, target, how, s_lo, s_hi, a, p, u, fixed, lo, hi, sep, order, book, inst, terms, tiers, val,
+           weights, option_margin, moving):
+    """One bucket's evaluation at m = 1 (``d = 0``: returns ``moving_figures``'s four figures there), or its
+    nearest factor below (``d = 1``) or above (``d = 2``) 1 where ``g <= target``, given ``g(1) = g1 >
+    target`` and the slope bounds ``[s_lo, s_hi]``: returns ``(factor, 0, 0, 0)``, factor NaN when there is
+    none in [M_MIN, M_MAX].
 
-    A concave bucket is first evaluated at the range end: no crossing there, none at all. Then walk outward
-    from breakpoint to breakpoint (and, off linear buckets, grid point to grid point) until ``g <= target``,
-    so that a linear bucket's bracket is one linear segment; then narrow the bracket [near, far] to
-    ``REL_TOL`` relative by Illinois regula falsi, each step kept at least one tolerance inside the bracket
-    (so it always shrinks). Returns the far end, where ``g <= target``; on a linear segment the first step is
-    the exact root and is returned at once when ``g <= target`` there (else one more step just across it
-    closes the bracket). One evaluation site, so the bucket's evaluation is compiled once.
+    *Safe skip*: g falls by at most L per unit of m moved outward (L = ``s_hi`` down, ``-s_lo`` up), so from
+    a point ``near`` there is no crossing before ``near +- (g(near) - target) / L``: L = 0 means none at all
+    (no evaluation), a skip beyond the range end means none, and the walk jumps there when that is farther
+    than its next point. A concave bucket is then evaluated at the range end: no crossing there, none at all.
+    Then walk outward from breakpoint to breakpoint (and, off linear buckets, grid point to grid point) until
+    ``g <= target``, so that a linear bucket's bracket is one linear segment; then narrow the bracket [near,
+    far] to ``REL_TOL`` relative by Illinois regula falsi, each step kept at least one tolerance inside the
+    bracket (so it always shrinks). Returns the far end, where ``g <= target``; on a linear segment the first
+    step is the exact root and is returned at once when ``g <= target`` there (else one more step just across
+    it closes the bracket). One evaluation site, so the bucket's evaluation is compiled once.
     """
+    down = d == 1
     end = M_MIN if down else M_MAX
+    sgn = -1.0 if down else 1.0
+    # How fast g can fall per unit of m moved outward (inf: no bound, the walk alone decides).
+    fall = max(s_hi, 0.0) if down else max(-s_lo, 0.0)
+    if d != 0 and fall == 0.0:
+        return np.nan, 0.0, 0.0, 0.0  # g never falls outward from g1 > target
     near = 1.0
-    g_near = g1
+    g_near = g1 - target
     far = end
     fa = 0.0
     fb = 0.0
@@ -293,38 +379,49 @@ def first_crossing(down, g1, target, how, a, p, u, fixed, lo, hi, sep, order, bo
     refining = False
     # A concave bucket crosses at most once in each direction: the range end tells whether it does.
     check_end = how == CONCAVE
-    x = end if check_end else next_point(near, down, how == GRID_WALK, p, lo, hi, order, u, book, inst, tiers,
-                                         val, moving)
     g_end = np.nan
+    x = 1.0
+    chosen = d == 0
     while True:
+        if not chosen:
+            # The walk's next point, or farther when the safe skip reaches beyond it.
+            safe = near + sgn * (g_near / fall)
+            if safe < end if down else safe > end:
+                return np.nan, 0.0, 0.0, 0.0
+            x = end if check_end else next_point(near, down, how == GRID_WALK, p, lo, hi, order, u, book, inst,
+                                                 tiers, val, moving)
+            if safe < x if down else safe > x:
+                x = safe
+        chosen = False
         if x == end and not np.isnan(g_end):
             gx = g_end
         else:
-            gx = excess(a, p, u, x, fixed, lo, hi, sep, order, book, inst, tiers, val, weights, option_margin,
-                        moving) - target
+            eq, mm, e_lo, e_hi = moving_figures(a, p, u, x, d == 0, lo, hi, sep, order, book, inst, terms, tiers,
+                                                val, weights, option_margin, moving)
+            if d == 0:
+                return eq, mm, e_lo, e_hi
+            gx = ((fixed + eq) - mm) - target
         if check_end:
             if gx > 0.0:
-                return np.nan
+                return np.nan, 0.0, 0.0, 0.0
             check_end = False
             g_end = gx
-            x = next_point(near, down, False, p, lo, hi, order, u, book, inst, tiers, val, moving)
             continue
         if not refining:
             if gx > 0.0:
                 if x == end:
-                    return np.nan
+                    return np.nan, 0.0, 0.0, 0.0
                 near = x
-                g_near = gx + target
-                x = next_point(near, down, how == GRID_WALK, p, lo, hi, order, u, book, inst, tiers, val, moving)
+                g_near = gx
                 continue
             refining = True
             far = x
-            fa = g_near - target
+            fa = g_near
             fb = gx
         elif gx <= 0.0:
             if side == 0 and how != GRID_WALK:
                 # The first step on a linear segment is its exact root (Binance's closed form): done.
-                return x
+                return x, 0.0, 0.0, 0.0
             far, fb = x, gx
             if side == -1:
                 fa *= 0.5
@@ -340,7 +437,7 @@ def first_crossing(down, g1, target, how, a, p, u, fixed, lo, hi, sep, order, bo
         # so that a step of one tolerance always moves.
         tol = 0.25 * REL_TOL * max(near, far)
         if width <= 2.0 * tol:
-            return far
+            return far, 0.0, 0.0, 0.0
         # Regula falsi (Illinois), kept at least one tolerance inside the bracket: after an exact step on a
         # linear segment the next trial lands just across the root and closes the bracket.
         step = (fb / (fb - fa)) * width
@@ -349,41 +446,44 @@ def first_crossing(down, g1, target, how, a, p, u, fixed, lo, hi, sep, order, bo
         elif not step <= width - tol:
             step = width - tol
         x = far + toward * step
+        chosen = True
 
 
 @inline
-def bucket_factors(a, p, u, lo, hi, sep, n_exposures, split, total, order, book, inst, mm_convex, tiers, val,
+def bucket_factors(a, p, u, lo, hi, sep, n_exposures, split, total, order, book, inst, terms, tiers, val,
                    weights, option_margin, moving):
     """``(m_down, m_up)`` of one bucket: 1.0 for both if liquidatable now, NaN where none.
 
     ``total = (equity, MM)`` of account ``a``'s whole cross bucket (unused for an isolated position).
     ``split``: instead of the liquidation factors, the nearest factors at which g has lost ``1/n_exposures``
     of today's excess (the cascade's screen, ``kernels.cascade``); with one exposure the two coincide."""
-    eq1, mm1 = moving_figures(a, p, u, 1.0, lo, hi, sep, order, book, inst, tiers, val, weights, option_margin,
-                              moving)
-    if p >= 0:
-        fixed = 0.0
-        has_mm = mm1 > 0.0
-    else:
-        # The rows that do not move with u, once: the whole bucket minus its moving part.
-        fixed = (total[0] - eq1) - (total[1] - mm1)
-        has_mm = total[1] > 0.0
-    if not has_mm:
-        return np.nan, np.nan
-    g1 = (fixed + eq1) - mm1
-    if g1 <= 0.0:
-        return 1.0, 1.0
-    target = g1 * (1.0 - 1.0 / n_exposures) if split else 0.0
-    how = shape(a, p, u, lo, hi, sep, order, book, inst, mm_convex, moving)
+    # One call site of ``search`` (inlined: the bucket's evaluation is compiled once, in here).
+    g1 = fixed = target = s_lo = s_hi = 0.0
+    how = CONCAVE
     down = np.nan
     up = np.nan
-    for d in range(2):
-        m = first_crossing(d == 0, g1, target, how, a, p, u, fixed, lo, hi, sep, order, book, inst, tiers, val,
-                           weights, option_margin, moving)
-        if d == 0:
-            down = m
+    for d in range(3):
+        r0, r1, r2, r3 = search(d, g1, target, how, s_lo, s_hi, a, p, u, fixed, lo, hi, sep, order, book, inst,
+                                terms, tiers, val, weights, option_margin, moving)
+        if d == 1:
+            down = r0
+        elif d == 2:
+            up = r0
         else:
-            up = m
+            eq1, mm1, s_lo, s_hi = r0, r1, r2, r3
+            if p >= 0:
+                has_mm = mm1 > 0.0
+            else:
+                # The rows that do not move with u, once: the whole bucket minus its moving part.
+                fixed = (total[0] - eq1) - (total[1] - mm1)
+                has_mm = total[1] > 0.0
+            if not has_mm:
+                return np.nan, np.nan
+            g1 = (fixed + eq1) - mm1
+            if g1 <= 0.0:
+                return 1.0, 1.0
+            target = g1 * (1.0 - 1.0 / n_exposures) if split else 0.0
+            how = shape(a, p, u, lo, hi, sep, order, book, inst, terms[0], moving)
     return down, up
 
 
@@ -391,7 +491,7 @@ def bucket_factors(a, p, u, lo, hi, sep, n_exposures, split, total, order, book,
 
 @kernel(parallel=True, nrt=False)
 def liquidation_factors(row_start, order, separable, out_account, out_u, out_pos, out_down, out_up, split, book,
-                        inst, mm_convex, tiers, val, weights, option_margin, moving):
+                        inst, terms, tiers, val, weights, option_margin, moving):
     """Every bucket's ``(m_down, m_up)`` (SPEC §4); account ``a``'s rows are ``row_start[a]:row_start[a+1]``:
     its cross rows by underlying code, then its isolated positions in position order.
 
@@ -399,7 +499,8 @@ def liquidation_factors(row_start, order, separable, out_account, out_u, out_pos
     index, -1 for a cross row), ``out_down`` / ``out_up`` [r] (factors; 1.0 = liquidatable now, NaN = none in
     range). ``order`` and ``separable`` come from ``group_positions``. ``val = (price, forward, settle_px,
     asset_px)`` is the valuation moved from (today's, or a shocked one); ``weights = (collateral_weight,
-    borrow_weight)`` per asset; ``mm_convex`` [i] = the instrument's mmf never falls from bracket to bracket;
+    borrow_weight)`` per asset; ``terms = (mm_convex, mmf_max, amount_min, amount_max)`` [i]: the
+    instrument's mmf never falls from bracket to bracket, and the range of its mmf and maintenance amounts;
     ``moving`` as in ``margin.moved_instrument``. Outputs are allocated by the caller.
 
     The loop body is one compiled call per account: the parallel pass analyses a small body, and the call
@@ -408,12 +509,12 @@ def liquidation_factors(row_start, order, separable, out_account, out_u, out_pos
     """
     for a in prange(row_start.shape[0] - 1):
         account_factors(np.int64(a), row_start, order, separable, out_account, out_u, out_pos, out_down, out_up, split,
-                        book, inst, mm_convex, tiers, val, weights, option_margin, moving)
+                        book, inst, terms, tiers, val, weights, option_margin, moving)
 
 
 @kernel(nrt=False)
 def account_factors(a, row_start, order, separable, out_account, out_u, out_pos, out_down, out_up, split, book,
-                    inst, mm_convex, tiers, val, weights, option_margin, moving):
+                    inst, terms, tiers, val, weights, option_margin, moving):
     """The rows of account ``a`` (see ``liquidation_factors``)."""
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
         bal_amount = book
@@ -456,7 +557,7 @@ def account_factors(a, row_start, order, separable, out_account, out_u, out_pos,
         out_u[r] = u
         out_pos[r] = bucket
         out_down[r], out_up[r] = bucket_factors(a, bucket, u, first, last, sep, n_exposures, split, total, order,
-                                                book, inst, mm_convex, tiers, val, weights, option_margin, moving)
+                                                book, inst, terms, tiers, val, weights, option_margin, moving)
 
 
 @chunked
