@@ -2,9 +2,11 @@
 
 Everything that is a property of an instrument (its mark at moved prices, its option value and greeks,
 the USD price of its settle asset) is computed here once per instrument, never per position. Stress
-scenarios, liquidation prices and cascades call the same code with other multipliers.
+scenarios, liquidation prices and cascades call the same code with other multipliers;
+``scenario_instrument_prices`` prices every instrument under many scenarios in one parallel pass, with the
+same formula (``black76_value``).
 
-Index letters: a = assets, u = underlyings, i = instruments.
+Index letters: a = assets, u = underlyings, i = instruments, s = scenarios.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ def black76_value(forward, strike, log_moneyness, sd, disc, sign):
     """The Black-76 value of a live option (``years > 0``) from its per-instrument terms: ``log_moneyness``
     = ln(F/K), ``sd`` = vol * sqrt(years), ``disc`` = exp(-rate * years), ``sign`` = +1 call / -1 put.
 
-    The price formula lives here only: ``black76`` calls it, and ``scenario_prices`` calls it with the
-    terms that do not change across scenarios computed once per instrument. Returns ``(value, d1, N(sign*d1))``.
+    The price formula lives here only: ``black76`` calls it, and ``scenario_instrument_prices`` calls it
+    with the terms that do not change across scenarios computed once per instrument.
+    Returns ``(value, d1, N(sign*d1))``.
     """
     d1 = (log_moneyness + 0.5 * sd * sd) / sd
     d2 = d1 - sd
@@ -156,8 +159,9 @@ def scenario_instrument_prices(price, kind, underlying, mark, index_price, optio
     scenarios (a vol-up / vol-down pair shares it). A chunk goes through blocks of ``_BLOCK`` instruments,
     scenarios outside, so that ``price`` is written along its rows; inside a block the instruments are
     taken by underlying, so that those of an underlying the scenario leaves unmoved (multiplier 1, no vol
-    shift) keep today's price (copied along the row first) without a branch per instrument. Each entry depends only on its
-    own instrument and scenario: the result does not depend on the chunk or thread count.
+    shift) keep today's price (copied along the row first) without a branch per instrument. Each entry
+    depends only on its own instrument and scenario: the result does not depend on the chunk or thread
+    count.
     """
     n_s, n_i = price.shape
     for c in prange(n_chunks):
