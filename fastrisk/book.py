@@ -98,8 +98,9 @@ class Book:
         k = n_chunks(n)
         bounds = np.array([POSITIONS[c].closed_bounds() for c in
                            ("instrument_id", "quantity", "entry_price", "isolated_margin")])
+        start_rows = np.empty(n, np.int64)  # scratch: only the pages of run starts are ever touched
         bad, not_increasing, chunk_starts = checks.position_scan(acc, inst, qty, entry, iso_margin, isolated,
-                                                                 bounds, k)
+                                                                 bounds, start_rows, k)
         for j in np.flatnonzero(bad):
             col = POSITIONS[("instrument_id", "quantity", "entry_price", "isolated_margin")[j]]
             values = (inst, qty, entry, iso_margin)[j]
@@ -115,7 +116,7 @@ class Book:
             acc, inst, qty, entry, isolated, iso_margin = (
                 x[pos_row] for x in (acc, inst, qty, entry, isolated, iso_margin))
             not_increasing = checks.key_not_increasing(acc, inst, isolated, k)  # sorted: only duplicates left
-            chunk_starts = checks.count_run_starts(acc, k)
+            chunk_starts = checks.run_start_rows(acc, start_rows, k)
         n_dup = 0
         if not_increasing:
             n_dup, dup_rows = checks.duplicate_key_rows(acc, inst, isolated, checks.MAX_EXAMPLES)
@@ -135,9 +136,10 @@ class Book:
             bal_row = np.argsort(bacc, kind="stable")
             bacc, amount, bal_asset = bacc[bal_row], amount[bal_row], bal_asset[bal_row]
 
-        pos_accounts, pos_offsets = _runs(acc, chunk_starts, k)
+        pos_accounts, pos_offsets = _runs(acc, start_rows, chunk_starts, k)
         kb = n_chunks(len(bacc))
-        bal_accounts, bal_offsets = _runs(bacc, checks.count_run_starts(bacc, kb), kb)
+        bal_start_rows = np.empty(len(bacc), np.int64)
+        bal_accounts, bal_offsets = _runs(bacc, bal_start_rows, checks.run_start_rows(bacc, bal_start_rows, kb), kb)
         most = len(pos_accounts) + len(bal_accounts)
         accounts, pos_start, bal_start = np.empty(most, np.int64), np.empty(most + 1, np.int64), \
             np.empty(most + 1, np.int64)
@@ -177,18 +179,20 @@ class Book:
             raise InputError("positions", "entry_price", "must be > 0 for futures", rows, bad_entry,
                              examples(self.positions, POSITIONS, "entry_price", rows))
         local_to_market = pc.index_in(A.bal_asset_names, value_set=market.asset_names).fill_null(-1)
-        bal_asset = local_to_market.to_numpy(zero_copy_only=False).astype(np.int32)[A.bal_asset]
-        rows = np.flatnonzero(bal_asset < 0)
-        if len(rows):
-            rows = _input_rows(A.bal_row, rows)
-            raise InputError("balances", "asset", "must be one of assets.asset", rows, len(rows),
+        bal_asset = np.empty(len(A.bal_asset), np.int32)
+        unknown, dup = checks.resolve_balance_assets(
+            local_to_market.to_numpy(zero_copy_only=False).astype(np.int32), A.bal_asset, A.bal_start, bal_asset,
+            n_chunks(len(bal_asset)))
+        if unknown:
+            rows = _input_rows(A.bal_row, checks.first_rows_where(bal_asset < 0, checks.MAX_EXAMPLES))
+            raise InputError("balances", "asset", "must be one of assets.asset", rows, unknown,
                              examples(self.balances, BALANCES, "asset", rows))
-        dup, rows = checks.duplicates_in_segments(A.bal_start, bal_asset)
         if dup:
+            _, rows = checks.duplicates_in_segments(A.bal_start, bal_asset)
             rows = _input_rows(A.bal_row, rows)
             raise InputError("balances", "asset", "at most one row per (account_id, asset)", rows, dup,
                              examples(self.balances, BALANCES, "asset", rows))
-        return BoundBook(A, pos_instrument, np.ascontiguousarray(bal_asset, dtype=np.int32))
+        return BoundBook(A, pos_instrument, bal_asset)
 
     # --------------------------------------------------------------------------------- directory I/O
     @classmethod
@@ -224,11 +228,12 @@ def _input_rows(order: np.ndarray, rows) -> np.ndarray:
     return order[rows] if len(order) else rows
 
 
-def _runs(sorted_accounts: np.ndarray, chunk_starts: np.ndarray, k: int):
-    """Distinct accounts of a sorted column and the offsets of their runs."""
+def _runs(sorted_accounts: np.ndarray, start_rows: np.ndarray, chunk_starts: np.ndarray, k: int):
+    """Distinct accounts of a sorted column and the offsets of their runs, from the run starts recorded
+    per chunk (``checks.run_start_rows``)."""
     from .kernels.checks import run_starts
 
     m = int(chunk_starts.sum())
     values, offsets = np.empty(m, np.int64), np.empty(m + 1, np.int64)
-    run_starts(sorted_accounts, chunk_starts, values, offsets, k)
+    run_starts(sorted_accounts, start_rows, chunk_starts, values, offsets, k)
     return values, offsets

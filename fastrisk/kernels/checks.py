@@ -96,6 +96,31 @@ def resolve_instruments(instrument_id, entry_price, id_to_index, is_future, out,
     return unknown.sum(), bad_entry.sum()
 
 
+@chunked
+def resolve_balance_assets(local_to_market, local_code, bal_start, out, k):
+    """Market asset codes of every balance into ``out`` (-1 for names the market lacks), from the book's own
+    codes, in one pass over the accounts' segments that also counts the rows whose asset already occurred in
+    the same account. Returns ``(n_unknown, n_duplicate)``."""
+    n = bal_start.shape[0] - 1
+    unknown = np.zeros(k, np.int64)
+    duplicate = np.zeros(k, np.int64)
+    for c in prange(k):
+        n_unknown = 0
+        n_duplicate = 0
+        for a in range(c * n // k, (c + 1) * n // k):
+            for r in range(bal_start[a], bal_start[a + 1]):
+                code = local_to_market[local_code[r]]
+                out[r] = code
+                n_unknown += code < 0
+                for q in range(bal_start[a], r):  # an account holds a few assets
+                    if out[q] == code:
+                        n_duplicate += 1
+                        break
+        unknown[c] = n_unknown
+        duplicate[c] = n_duplicate
+    return unknown.sum(), duplicate.sum()
+
+
 @kernel
 def first_rows_where(flags, limit):
     """The first ``limit`` rows where ``flags`` is set, in row order."""
@@ -170,13 +195,13 @@ def sort_within_accounts(order, account, instrument, isolated):
 
 
 @chunked
-def position_scan(account, instrument, quantity, entry_price, isolated_margin, isolated, bounds, k):
+def position_scan(account, instrument, quantity, entry_price, isolated_margin, isolated, bounds, start_rows, k):
     """One read of every positions column: rows outside each column's closed bounds, rows whose key is
     not above the previous row's, and where accounts start.
 
     ``bounds`` [4, 2]: [lo, hi] of instrument_id, quantity, entry_price, isolated_margin (the latter
-    checked only where ``isolated``). Returns ``(violations [4], key_not_increasing, starts [k])``:
-    ``starts[c]`` counts the rows of chunk ``c`` that begin a new account run.
+    checked only where ``isolated``). Returns ``(violations [4], key_not_increasing, starts [k])``, and
+    records the rows that begin a new account run as ``run_start_rows`` does (``start_rows`` [n]).
     """
     n = account.shape[0]
     counts = np.zeros((k, 5), np.int64)
@@ -192,8 +217,6 @@ def position_scan(account, instrument, quantity, entry_price, isolated_margin, i
         n_qty = 0
         n_entry = 0
         n_iso = 0
-        n_key = 0
-        n_start = 0
         for r in range(b0, b1):
             v = np.float64(instrument[r])
             n_inst += not ((v >= inst_lo) & (v <= inst_hi))
@@ -203,52 +226,59 @@ def position_scan(account, instrument, quantity, entry_price, isolated_margin, i
             n_entry += not ((v >= entry_lo) & (v <= entry_hi))
             v = isolated_margin[r]
             n_iso += (isolated[r] != 0) & (not ((v >= iso_lo) & (v <= iso_hi)))
+        n_key = 0
         for r in range(max(b0, 1), b1):
             n_key += not _key_increases(account, instrument, isolated, r)
-            n_start += account[r] != account[r - 1]
-        n_start += (b0 == 0) & (b1 > 0)
         counts[c, 0] = n_inst
         counts[c, 1] = n_qty
         counts[c, 2] = n_entry
         counts[c, 3] = n_iso
         counts[c, 4] = n_key
-        starts[c] = n_start
+        starts[c] = _record_run_starts(account, b0, b1, start_rows)
     total = np.zeros(5, np.int64)
     for c in range(k):
         total += counts[c]
     return total[:4], total[4], starts
 
 
+@inline
+def _record_run_starts(account, b0, b1, start_rows):
+    """Rows of ``b0:b1`` beginning a new run of ``account``, written to ``start_rows[b0:]``; returns how many."""
+    j = b0
+    for r in range(b0, b1):
+        if r == 0 or account[r] != account[r - 1]:
+            start_rows[j] = r
+            j += 1
+    return j - b0
+
+
 @chunked
-def run_starts(account, chunk_starts, values, offsets, k):
+def run_start_rows(account, start_rows, k):
+    """Per chunk ``c``, the rows of a sorted column that begin a new run, written to
+    ``start_rows[b0:b0 + starts[c]]`` (``b0`` the chunk's first row); returns ``starts`` [k]."""
+    n = account.shape[0]
+    starts = np.zeros(k, np.int64)
+    for c in prange(k):
+        starts[c] = _record_run_starts(account, c * n // k, (c + 1) * n // k, start_rows)
+    return starts
+
+
+@chunked
+def run_starts(account, start_rows, chunk_starts, values, offsets, k):
     """The distinct values of a sorted column and where each run starts, into ``values`` [m] and
-    ``offsets`` [m+1] (run ``j`` is ``offsets[j]:offsets[j+1]``). ``chunk_starts`` (from a first pass,
-    summing to m) places each chunk's runs, so chunks write in parallel."""
+    ``offsets`` [m+1] (run ``j`` is ``offsets[j]:offsets[j+1]``), from the run starts recorded per chunk
+    (``run_start_rows``), the chunks copied in parallel to their places."""
     n = account.shape[0]
     first = np.zeros(k + 1, np.int64)
     for c in range(k):
         first[c + 1] = first[c] + chunk_starts[c]
     offsets[first[k]] = n
     for c in prange(k):
-        j = first[c]
-        for r in range(c * n // k, (c + 1) * n // k):
-            if r == 0 or account[r] != account[r - 1]:
-                values[j] = account[r]
-                offsets[j] = r
-                j += 1
-
-
-@chunked
-def count_run_starts(account, k):
-    """Per chunk, the rows of a sorted column that begin a new run (see ``run_starts``)."""
-    n = account.shape[0]
-    starts = np.zeros(k, np.int64)
-    for c in prange(k):
-        cnt = 0
-        for r in range(c * n // k, (c + 1) * n // k):
-            cnt += (r == 0) or (account[r] != account[r - 1])
-        starts[c] = cnt
-    return starts
+        b0 = c * n // k
+        for j in range(chunk_starts[c]):
+            r = start_rows[b0 + j]
+            values[first[c] + j] = account[r]
+            offsets[first[c] + j] = r
 
 
 @kernel
