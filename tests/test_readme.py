@@ -15,3 +15,5 @@ def test_readme_python_example_runs():
     accounts, result = namespace["accounts"], namespace["result"]
     assert accounts.num_rows == result.accounts.num_rows == namespace["portfolio"].num_rows
     assert namespace["worst"].num_rows == 5
+    assert namespace["liquidation"].num_rows > 0 and namespace["crash"].rounds.num_rows >= 1
+    assert namespace["spread"].accounts.num_rows == accounts.num_rows
