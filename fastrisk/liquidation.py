@@ -47,6 +47,7 @@ class Buckets:
     position: np.ndarray    # [r] int64 position index, -1 for a cross row
     down: np.ndarray        # [r]
     up: np.ndarray          # [r]
+    excess: np.ndarray      # [r] equity - MM of the row's bucket (split only; else empty)
     n_cross: np.ndarray     # [a] int32 cross rows of each account
     separable: np.ndarray   # [a] uint8 (see kernels.liquidation.group_positions)
     order: np.ndarray       # [p] int64 each account's cross positions grouped by underlying (group_positions)
@@ -98,7 +99,8 @@ def bucket_multipliers(market: Market, bound: BoundBook, val: Valuation, *, spli
                        rate: float = 0.0, option_margin=OPTION_MARGIN) -> Buckets:
     """Liquidation factors of every bucket, moving one underlying at a time from the valuation ``val``.
 
-    ``split=True`` gives the cascade's screening factors instead (see ``kernels.cascade``).
+    ``split=True`` gives the cascade's screen instead: ``down``/``up`` the fastest g can fall per unit of m
+    moved down/up (inf where unbounded) and ``excess`` g at ``val`` (see ``kernels.cascade``).
     """
     from .kernels.liquidation import group_positions, liquidation_factors
 
@@ -113,12 +115,12 @@ def bucket_multipliers(market: Market, bound: BoundBook, val: Valuation, *, spli
     np.cumsum(n_rows, out=row_start[1:])
     r = int(row_start[-1])
     account, underlying, position = np.empty(r, np.int32), np.empty(r, np.int32), np.empty(r, np.int64)
-    down, up = np.empty(r), np.empty(r)
+    down, up, excess = np.empty(r), np.empty(r), np.empty(r if split else 0)
     inst, tiers = kernel_market(market)
-    liquidation_factors(row_start, order, separable, account, underlying, position, down, up, bool(split), book,
+    liquidation_factors(row_start, order, separable, account, underlying, position, down, up, excess, bool(split), book,
                         inst, tier_terms(market), tiers, (val.price, val.forward, val.settle_px, val.asset_px),
                         (M.asset_cw, M.asset_bw), tuple(float(x) for x in option_margin), moving)
-    return Buckets(row_start, account, underlying, position, down, up, n_cross, separable, order)
+    return Buckets(row_start, account, underlying, position, down, up, excess, n_cross, separable, order)
 
 
 def liquidation_prices(market: Market, book: Book, *, rate: float = 0.0,

@@ -150,7 +150,6 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     >>> int(result.rounds.column("round")[0].as_py())
     0
     """
-    from .kernels._jit import n_chunks
     from .kernels.cascade import check_accounts, check_isolated, forced_flow, screen
     from .kernels.margin import ACCOUNT_FLOAT_COLUMNS
     from .liquidation import bucket_multipliers, kernel_book, kernel_moving
@@ -174,13 +173,16 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     before, *_ = _account_outputs(market, bound, value_instruments(market, rate=rate), option_margin, 0.8)
     equity_before = before[col["equity"]] + before[col["isolated_equity"]]
 
-    # Screening factors from the shocked prices (kernels/cascade.py).
+    # The screen's excess and fall rates from the shocked prices (kernels/cascade.py).
     shocked = value_instruments(market, mult0, rate=rate)
     bk = bucket_multipliers(market, bound, shocked, split=True, rate=rate, option_margin=option_margin)
-    # Rows without a screening factor in either direction are never reached: screen the others only.
-    active = np.flatnonzero(~(np.isnan(bk.down) & np.isnan(bk.up)))
-    screened = tuple(np.ascontiguousarray(a[active]) for a in (bk.account, bk.underlying, bk.position, bk.down,
-                                                               bk.up))
+    has_cross = bk.n_cross > 0
+    g_account = np.full(n, np.inf)
+    g_account[has_cross] = bk.excess[bk.row_start[:-1][has_cross]]  # every cross row holds the bucket's
+    g_row = bk.excess.copy()
+    ref_account = np.zeros(n, np.int32)
+    ref_position = np.zeros(len(B.quantity), np.int32)
+    hist = np.ones((int(max_rounds), n_u))  # the moves since the shock at which round k + 1 looked
     iso_rows = np.flatnonzero(bk.position >= 0)
     iso_pos = bk.position[iso_rows]
     moving = kernel_moving(market, rate)
@@ -190,8 +192,6 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
 
     account_live = np.ones(n, np.uint8)
     position_live = np.ones(len(B.quantity), np.uint8)
-    watched = np.zeros(n, bool)
-    iso_watched = np.zeros(len(iso_rows), bool)
     round_of = np.full(n, -1, np.int32)
     eq_at = np.full(n, np.nan)
     fee_paid = np.zeros(n)
@@ -212,11 +212,11 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
         vt = (val.price, val.forward, val.settle_px, val.asset_px)
         flag_account = np.zeros(n, np.uint8)
         flag_position = np.zeros(len(B.quantity), np.uint8)
-        screen(mult / mult0, *screened, account_live, position_live, flag_account, flag_position,
-               n_chunks(len(active)))
-        cand = np.flatnonzero(((flag_account != 0) | watched | account_always) & (account_live != 0))
-        iso_cand_k = np.flatnonzero(((flag_position[iso_pos] != 0) | iso_watched | iso_always)
-                                    & (position_live[iso_pos] != 0))
+        hist[rnd - 1] = mult / mult0
+        screen(hist[rnd - 1], hist, bk.row_start, bk.underlying, bk.position, bk.down, bk.up, g_account, g_row,
+               ref_account, ref_position, account_live, position_live, flag_account, flag_position)
+        cand = np.flatnonzero(((flag_account != 0) | account_always) & (account_live != 0))
+        iso_cand_k = np.flatnonzero(((flag_position[iso_pos] != 0) | iso_always) & (position_live[iso_pos] != 0))
         iso_cand = iso_pos[iso_cand_k]
         out = np.empty((3, len(cand)))
         check_accounts(cand, out, kbook, inst, tiers, vt, weights, option_margin)
@@ -224,8 +224,13 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
         check_isolated(iso_cand, out_iso, kbook, inst, tiers, vt, option_margin)
         liq = (out[1] > 0) & (out[0] <= out[1])
         liq_iso = (out_iso[1] > 0) & (out_iso[0] <= out_iso[1])
-        watched[cand[~liq]] = True
-        iso_watched[iso_cand_k[~liq_iso]] = True
+        # Survivors are their own new reference: g known exactly at this round's moves.
+        alive, alive_k = cand[~liq], iso_cand_k[~liq_iso]
+        g_account[alive] = np.where(out[1, ~liq] > 0, out[0, ~liq] - out[1, ~liq], np.inf)
+        ref_account[alive] = rnd - 1
+        g_row[iso_rows[alive_k]] = np.where(out_iso[1, ~liq_iso] > 0, out_iso[0, ~liq_iso] - out_iso[1, ~liq_iso],
+                                            np.inf)
+        ref_position[iso_pos[alive_k]] = rnd - 1
         dead, dead_pos = cand[liq], iso_cand[liq_iso]
         if len(dead) == 0 and len(dead_pos) == 0:
             stopped = "no liquidations"

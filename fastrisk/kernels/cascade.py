@@ -1,19 +1,19 @@
 """Liquidation cascade rounds (SPEC §6): screen, exact check, close-out and forced flow.
 
 Index letters: a = accounts, p = positions, r = bucket rows (``kernels.liquidation``), u = underlyings,
-j = candidates of a round.
+j = candidates of a round, k = rounds.
 
-The screen makes a round cost what changes, not a sweep. After the shock every bucket gets, from
-``kernels.liquidation`` with ``split=True``, the factors by which each of its underlyings may move (alone,
-from the shocked prices) before its excess ``g = equity - MM`` has lost ``1/n`` of its value, n being the
-number of underlyings it moves with. When the equity separates by underlying (``g = g0 + sum_u d_u(x_u)``,
-true unless a position is settled in a coin following another underlying than its own) and every
-underlying's move ``x_u`` since the shock is strictly inside its screening factors, each ``d_u > -g0/n``
-(the screening factor is the *nearest* point where ``d_u`` reaches ``-g0/n``), so ``g > 0``: the bucket is
-safe without looking at it. Only buckets with some ``x_u`` on or past a screening factor are candidates,
-and candidates are re-valued exactly with the shared account kernel at the round's prices. A candidate
-that survives is watched (checked again every round); buckets that do not separate are checked whenever
-they are alive. With one underlying the screening factor is the liquidation factor itself.
+The screen makes a round cost a pass over small per-row numbers, not a sweep. From the shocked prices,
+``kernels.liquidation`` with ``split=True`` gives every bucket row (a bucket seen from one underlying it moves
+with) its excess ``g = equity - MM`` and bounds on how fast the underlying's part of g can fall per unit of
+its move, down and up (``fall_down``, ``fall_up``; inf where the slope is unbounded). When the equity
+separates by underlying (``g = g0 + sum_u d_u(x_u)``, true unless a position is settled in a coin following
+another underlying than its own), a bucket last known to have excess ``g_k`` at the moves ``x_k`` has, at
+the moves ``x``, ``g >= g_k - sum_u fall_u * |x_u - x_k,u|``: while that sum stays below ``g_k`` the bucket
+is safe without looking at it. The others are candidates, re-valued exactly with the shared account kernel
+at the round's prices; a candidate that survives becomes its own new reference (``g_k``, ``x_k`` = this
+round's), so it is looked at again only once prices move on enough. Buckets that do not separate are checked
+whenever they are alive.
 """
 
 from __future__ import annotations
@@ -22,33 +22,52 @@ import numpy as np
 from numba import prange
 
 from ..codes import OPTION
-from ._jit import chunked, kernel
+from ._jit import inline, kernel
 from .margin import account_figures, isolated_bucket, position_figures, position_usd
 
-# Screening factors are widened toward 1 by this much: the liquidation kernel's bracket is 1e-13 wide.
-SCREEN_MARGIN = 1e-12
+# The bound is exact arithmetic on rounded figures: a bucket is flagged a hair early rather than late.
+SCREEN_MARGIN = 1e-9
 
 
-@chunked
-def screen(x, row_account, row_u, row_pos, down, up, account_live, position_live, flag_account, flag_position,
-           n_chunks):
-    """Flag the buckets some underlying's move ``x`` [u] (since the screening factors were computed) has
-    reached: ``flag_account[a] = 1`` for a live account's cross row, ``flag_position[p] = 1`` for a live
-    isolated position's row. Flags are only ever set (to the same value), so chunks sharing an account
-    agree. The rows given may be any subset (those with a screening factor)."""
-    n = down.shape[0]
-    for c in prange(n_chunks):
-        for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            m = x[row_u[r]]
-            hit = m <= down[r] * (1.0 + SCREEN_MARGIN) or m >= up[r] * (1.0 - SCREEN_MARGIN)  # NaN: never
-            if not hit:
-                continue
+@kernel(parallel=True, nrt=False)
+def screen(x, hist, row_start, row_u, row_pos, fall_down, fall_up, g_account, g_row, ref_account, ref_position,
+           account_live, position_live, flag_account, flag_position):
+    """Flag the live buckets the moves ``x`` [u] (since the shock) may have made liquidatable:
+    ``flag_account[a] = 1`` for a cross bucket, ``flag_position[p] = 1`` for an isolated position.
+
+    A cross bucket last known to have excess ``g_account[a]`` at the moves ``hist[ref_account[a]]`` [k, u] is
+    flagged when the sum over its cross rows of ``fall * |x_u - hist_u|`` (``fall_down`` for a move down,
+    ``fall_up`` up) reaches it; an isolated position likewise with its own row, ``g_row`` [r] and
+    ``ref_position`` [p]. Accounts run in parallel, each summing its rows in order."""
+    for a in prange(row_start.shape[0] - 1):
+        live = account_live[a] != 0
+        ref = ref_account[a]
+        fall = 0.0
+        cross = False
+        for r in range(row_start[a], row_start[a + 1]):
             p = row_pos[r]
+            u = row_u[r]
             if p < 0:
-                if account_live[row_account[r]]:
-                    flag_account[row_account[r]] = 1
+                if live:
+                    cross = True
+                    fall += _fall(x[u] - hist[ref, u], fall_down[r], fall_up[r])
             elif position_live[p]:
-                flag_position[p] = 1
+                own = _fall(x[u] - hist[ref_position[p], u], fall_down[r], fall_up[r])
+                if own >= g_row[r] * (1.0 - SCREEN_MARGIN):
+                    flag_position[p] = 1
+        if cross and fall >= g_account[a] * (1.0 - SCREEN_MARGIN):
+            flag_account[a] = 1
+
+
+@inline
+def _fall(dx, fall_down, fall_up):
+    """The most a row's part of g can have fallen after a move ``dx`` of its underlying (0 when it did not
+    move, even where the bound is inf)."""
+    if dx < 0.0:
+        return -dx * fall_down
+    if dx > 0.0:
+        return dx * fall_up
+    return 0.0
 
 
 @kernel(parallel=True, nrt=False)

@@ -345,8 +345,8 @@ def next_point(m, down, grid, p, lo, hi, order, u, book, inst, tiers, val, movin
 
 
 @inline
-def search(d, g1, target, how, s_lo, s_hi, a, p, u, fixed, lo, hi, sep, order, book, inst, terms, tiers, val,
-           weights, option_margin, moving):
+def search(d, g1, target, how, s_lo, s_hi, a, p, u, fixed, lo, hi, sep, order, book, inst, terms, tiers,
+           val, weights, option_margin, moving):
     """One bucket's evaluation at m = 1 (``d = 0``: returns ``moving_figures``'s four figures there), or its
     nearest factor below (``d = 1``) or above (``d = 2``) 1 where ``g <= target``, given ``g(1) = g1 >
     target`` and the slope bounds ``[s_lo, s_hi]``: returns ``(factor, 0, 0, 0)``, factor NaN when there is
@@ -450,15 +450,17 @@ def search(d, g1, target, how, s_lo, s_hi, a, p, u, fixed, lo, hi, sep, order, b
 
 
 @inline
-def bucket_factors(a, p, u, lo, hi, sep, n_exposures, split, total, order, book, inst, terms, tiers, val,
+def bucket_factors(a, p, u, lo, hi, sep, split, total, order, book, inst, terms, tiers, val,
                    weights, option_margin, moving):
-    """``(m_down, m_up)`` of one bucket: 1.0 for both if liquidatable now, NaN where none.
+    """``(m_down, m_up, g1)`` of one bucket: factors 1.0 if liquidatable now, NaN where none; ``g1`` its excess
+    equity - MM at m = 1 (+inf when it carries no MM: never liquidated).
 
     ``total = (equity, MM)`` of account ``a``'s whole cross bucket (unused for an isolated position).
-    ``split``: instead of the liquidation factors, the nearest factors at which g has lost ``1/n_exposures``
-    of today's excess (the cascade's screen, ``kernels.cascade``); with one exposure the two coincide."""
+    ``split``: no search; instead of the factors, how fast g can fall per unit of m moved down and up
+    (``search``'s L, from the slope bounds; inf where unbounded): the cascade's screen (``kernels.cascade``)."""
     # One call site of ``search`` (inlined: the bucket's evaluation is compiled once, in here).
-    g1 = fixed = target = s_lo = s_hi = 0.0
+    g1 = fixed = s_lo = s_hi = 0.0
+    target = 0.0
     how = CONCAVE
     down = np.nan
     up = np.nan
@@ -478,27 +480,29 @@ def bucket_factors(a, p, u, lo, hi, sep, n_exposures, split, total, order, book,
                 fixed = (total[0] - eq1) - (total[1] - mm1)
                 has_mm = total[1] > 0.0
             if not has_mm:
-                return np.nan, np.nan
+                return (0.0, 0.0, np.inf) if split else (np.nan, np.nan, np.inf)
             g1 = (fixed + eq1) - mm1
+            if split:
+                return max(s_hi, 0.0), max(-s_lo, 0.0), g1
             if g1 <= 0.0:
-                return 1.0, 1.0
-            target = g1 * (1.0 - 1.0 / n_exposures) if split else 0.0
+                return 1.0, 1.0, g1
             how = shape(a, p, u, lo, hi, sep, order, book, inst, terms[0], moving)
-    return down, up
+    return down, up, g1
 
 
 # ------------------------------------------------------------------------------------- the kernel
 
 @kernel(parallel=True, nrt=False)
-def liquidation_factors(row_start, order, separable, out_account, out_u, out_pos, out_down, out_up, split, book,
-                        inst, terms, tiers, val, weights, option_margin, moving):
+def liquidation_factors(row_start, order, separable, out_account, out_u, out_pos, out_down, out_up, out_excess,
+                        split, book, inst, terms, tiers, val, weights, option_margin, moving):
     """Every bucket's ``(m_down, m_up)`` (SPEC §4); account ``a``'s rows are ``row_start[a]:row_start[a+1]``:
     its cross rows by underlying code, then its isolated positions in position order.
 
     Writes ``out_account`` [r] (account index), ``out_u`` [r] (underlying code), ``out_pos`` [r] (position
     index, -1 for a cross row), ``out_down`` / ``out_up`` [r] (factors; 1.0 = liquidatable now, NaN = none in
-    range). ``order`` and ``separable`` come from ``group_positions``. ``val = (price, forward, settle_px,
-    asset_px)`` is the valuation moved from (today's, or a shocked one); ``weights = (collateral_weight,
+    range; with ``split``, the fall rates of ``bucket_factors`` instead, and ``out_excess`` [r] the bucket's
+    excess, else ``out_excess`` may be empty). ``order`` and ``separable`` come from ``group_positions``.
+    ``val = (price, forward, settle_px, asset_px)`` is the valuation moved from (today's, or a shocked one); ``weights = (collateral_weight,
     borrow_weight)`` per asset; ``terms = (mm_convex, mmf_max, amount_min, amount_max)`` [i]: the
     instrument's mmf never falls from bracket to bracket, and the range of its mmf and maintenance amounts;
     ``moving`` as in ``margin.moved_instrument``. Outputs are allocated by the caller.
@@ -508,13 +512,13 @@ def liquidation_factors(row_start, order, separable, out_account, out_u, out_pos
     which would compile every callee a second time.
     """
     for a in prange(row_start.shape[0] - 1):
-        account_factors(np.int64(a), row_start, order, separable, out_account, out_u, out_pos, out_down, out_up, split,
-                        book, inst, terms, tiers, val, weights, option_margin, moving)
+        account_factors(np.int64(a), row_start, order, separable, out_account, out_u, out_pos, out_down, out_up,
+                        out_excess, split, book, inst, terms, tiers, val, weights, option_margin, moving)
 
 
 @kernel(nrt=False)
-def account_factors(a, row_start, order, separable, out_account, out_u, out_pos, out_down, out_up, split, book,
-                    inst, terms, tiers, val, weights, option_margin, moving):
+def account_factors(a, row_start, order, separable, out_account, out_u, out_pos, out_down, out_up, out_excess,
+                    split, book, inst, terms, tiers, val, weights, option_margin, moving):
     """The rows of account ``a`` (see ``liquidation_factors``)."""
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
         bal_amount = book
@@ -544,7 +548,6 @@ def account_factors(a, row_start, order, separable, out_account, out_u, out_pos,
         if r - r0 < n_cross:
             u, first, last = next_exposure(a, u, last, hi, sep, order, book, moving)
             bucket = -1
-            n_exposures = n_cross
         else:
             p += 1
             while not isolated[p]:
@@ -552,12 +555,15 @@ def account_factors(a, row_start, order, separable, out_account, out_u, out_pos,
             u = inst_underlying[pos_instrument[p]]
             first, last = lo, lo
             bucket = p
-            n_exposures = 1
         out_account[r] = a
         out_u[r] = u
         out_pos[r] = bucket
-        out_down[r], out_up[r] = bucket_factors(a, bucket, u, first, last, sep, n_exposures, split, total, order,
-                                                book, inst, terms, tiers, val, weights, option_margin, moving)
+        down, up, g1 = bucket_factors(a, bucket, u, first, last, sep, split, total, order, book, inst, terms, tiers,
+                                      val, weights, option_margin, moving)
+        out_down[r] = down
+        out_up[r] = up
+        if split:
+            out_excess[r] = g1
 
 
 @chunked
