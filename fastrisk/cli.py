@@ -165,12 +165,14 @@ def _require_cascade(shock) -> None:
 def _run(args) -> int:
     from .progress import Steps
     from .run import parse_shock
+    from .warmup import compiling_ahead
 
     shock = parse_shock(args.shock)  # a typo fails before the venue is read
     _require_cascade(shock)
     steps = Steps(args.quiet)
-    market, book = _load(args.dir, steps)
-    return _job(market, book, args.out, _options(args, shock), steps, args, source=str(args.dir))
+    with compiling_ahead():
+        market, book = _load(args.dir, steps)
+        return _job(market, book, args.out, _options(args, shock), steps, args, source=str(args.dir))
 
 
 def _demo(args) -> int:
@@ -179,6 +181,7 @@ def _demo(args) -> int:
     from . import generate
     from .progress import Steps
     from .run import engine_function, parse_shock
+    from .warmup import compiling_ahead
 
     if args.shock:
         shock = parse_shock(args.shock)
@@ -186,10 +189,11 @@ def _demo(args) -> int:
     else:  # the showcase includes a cascade once this version has one
         shock = parse_shock([DEMO_SHOCK]) if engine_function(fastrisk, "cascade") else None
     steps = Steps(args.quiet)
-    with steps.step("generate", f"generating a venue of {args.accounts:,} accounts"):
-        market, book = generate.exchange(args.accounts, seed=args.seed)
-    return _job(market, book, args.out, _options(args, shock), steps, args,
-                source=f"generate.exchange({args.accounts}, seed={args.seed})")
+    with compiling_ahead():
+        with steps.step("generate", f"generating a venue of {args.accounts:,} accounts"):
+            market, book = generate.exchange(args.accounts, seed=args.seed)
+        return _job(market, book, args.out, _options(args, shock), steps, args,
+                    source=f"generate.exchange({args.accounts}, seed={args.seed})")
 
 
 def _job(market, book, out: Path, options, steps, args, source: str) -> int:

@@ -220,6 +220,10 @@ STEPS: tuple[Step, ...] = (
          when=_shocked),
 )
 
+# Computed after the other steps (the report keeps the order of STEPS): their kernels take longest to
+# compile, and on a machine's first run ``fastrisk.warmup`` compiles them in the background meanwhile.
+COMPUTED_LAST = ("liquidation_prices", "cascade", "contagion")
+
 SUMMARY_FILE, REPORT_FILE = "summary.json", "report.html"
 
 
@@ -300,7 +304,7 @@ def run(market, book, out, options: Options = Options(), *, steps=None, engine=N
     states: dict[str, str] = {}
     ran: list[Step] = []
     with (_Staging(Path(out)) if out is not None else _Discard()) as staging:
-        for step in steps:
+        for step in sorted(steps, key=lambda s: s.name in COMPUTED_LAST):
             if not step.when(ctx):
                 states[step.name] = "not requested"
                 continue
@@ -321,6 +325,7 @@ def run(market, book, out, options: Options = Options(), *, steps=None, engine=N
             states[step.name] = "done"
             ran.append(step)
 
+        ran.sort(key=steps.index)  # tables, summary and report in the order of ``steps``
         # Steps sharing a table (stress and portfolio margin both use the scenarios) write it once.
         written = list(dict.fromkeys(f"{name}.parquet" for s in ran for name in s.outputs if name in ctx.tables))
         with progress.step("write", f"writing {len(written)} tables", len(written), "tables") as p:
