@@ -503,6 +503,10 @@ def exposure_section(page: Page, n_rows: int = 15) -> Section | None:
                         "largest accounts, the ones whose liquidation would move its price."))
 
 
+CASCADE_LABELLED = 12  # rounds whose bars all carry their account count
+CASCADE_ROWS = 18      # rounds listed in full; a longer cascade lists its first and last rounds
+
+
 def cascade_section(page: Page) -> Section | None:
     """The cascade path: price and liquidated notional per round (cascade_rounds, cascade_accounts)."""
     rounds = page.tables.get("cascade_rounds")
@@ -536,8 +540,12 @@ def cascade_section(page: Page) -> Section | None:
         ax2.bar(r, values, color=SHORT, width=0.7)
         _usd_axis(ax2.yaxis)
         if accounts_col:
-            for x, v, n in zip(r, values, per_round.column(accounts_col).to_pylist()):
-                ax2.annotate(f"{n:,}", (x, v), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=7)
+            # Past a dozen rounds the labels would overlap: only the largest rounds are labelled.
+            counts = per_round.column(accounts_col).to_pylist()
+            labelled = range(len(r)) if len(r) <= CASCADE_LABELLED else np.argsort(-values)[:3]
+            for k in labelled:
+                ax2.annotate(f"{counts[k]:,}", (r[k], values[k]), xytext=(0, 2), textcoords="offset points",
+                             ha="center", fontsize=7)
     ax2.set_xlabel("round")
     ax2.set_ylabel("notional closed (USD)")
     ax2.set_title("Liquidated notional per round" + (" (labels: accounts)" if accounts_col else ""))
@@ -548,7 +556,11 @@ def cascade_section(page: Page) -> Section | None:
              "bad_debt": "bad debt", "insurance_fund_left": "insurance fund left"}
     price_names = list(moved)[:4]
     body = []
-    for k in range(per_round.num_rows):
+    n = per_round.num_rows
+    shown = range(n) if n <= CASCADE_ROWS else [*range(CASCADE_ROWS - 3), *range(n - 3, n)]
+    for k in shown:
+        if n > CASCADE_ROWS and k == n - 3:
+            body.append(["…", *["…"] * (len(cols) + len(price_names))])
         row = [str(int(r[k]))]
         for f, c in cols:
             v = per_round.column(c)[k].as_py()
@@ -569,7 +581,9 @@ def cascade_section(page: Page) -> Section | None:
                    tiles + _img(fig, "cascade price path and liquidated notional")
                    + _table(["round", *[names[f] for f, _ in cols], *[f"{u} price" for u in price_names]], body)
                    + _p("Each round closes every liquidatable account at current marks; the forced flow moves "
-                        "prices (SPEC §6) and the next round starts from them."))
+                        "prices (SPEC §6) and the next round starts from them."
+                        + (f" Rounds {CASCADE_ROWS - 3} to {n - 4} are not listed here; cascade_rounds.parquet "
+                           "has every round." if n > CASCADE_ROWS else "")))
 
 
 def contagion_section(page: Page) -> Section | None:
