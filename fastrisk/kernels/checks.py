@@ -245,10 +245,12 @@ def position_scan(account, instrument, quantity, entry_price, isolated_margin, i
 def _record_run_starts(account, b0, b1, start_rows):
     """Rows of ``b0:b1`` beginning a new run of ``account``, written to ``start_rows[b0:]``; returns how many."""
     j = b0
-    for r in range(b0, b1):
-        if r == 0 or account[r] != account[r - 1]:
-            start_rows[j] = r
-            j += 1
+    if b0 == 0 and b1 > 0:
+        start_rows[0] = 0
+        j = 1
+    for r in range(max(b0, 1), b1):
+        start_rows[j] = r  # kept only where a run starts: a store and an add, no branch to mispredict
+        j += account[r] != account[r - 1]
     return j - b0
 
 
