@@ -214,6 +214,7 @@ def _job(market, book, out: Path, options, steps, args, source: str) -> int:
 
 
 def _cascade(args) -> int:
+    from .liquidation_cascade import format_rounds
     from .progress import Steps
     from .run import STEPS, dumps, parse_shock, run
 
@@ -228,27 +229,12 @@ def _cascade(args) -> int:
     if args.json:
         print(dumps(result.summary))
         return EXIT_OK
-    print(_format_rounds(result, market))
+    print(format_rounds(result.results["cascade"]))
     if args.out:
         print(f"\nresults in {args.out}/: " + ", ".join(f.name for f in result.files))
         if result.report is not None:
             print(f"report: {result.report.resolve().as_uri()}")
     return EXIT_OK
-
-
-def _format_rounds(result, market) -> str:
-    from .summary import format_cascade
-
-    try:  # the cascade module's own formatter, once it has one
-        from .cascade import format_rounds
-    except ImportError:
-        format_rounds = None
-    raw = result.results.get("cascade")
-    if format_rounds is not None and raw is not None:
-        return format_rounds(raw)
-    u = market.underlyings
-    index = dict(zip(u.column("underlying").to_pylist(), u.column("index_price").to_pylist()))
-    return format_cascade(result.tables["cascade_rounds"], index, result.summary["parameters"]["shock"])
 
 
 def _bench(args) -> int:

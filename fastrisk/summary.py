@@ -465,23 +465,3 @@ def moved_underlyings(prices: dict[str, np.ndarray], index: dict[str, float], sh
     move = {u: float(np.max(np.abs(p / index.get(u, p[0]) - 1))) if len(p) else 0.0 for u, p in prices.items()}
     ranked = sorted((u for u in prices if u in shocked or move[u] > 1e-4), key=lambda u: (u not in shocked, -move[u], u))
     return ranked[:limit]
-
-
-def format_cascade(rounds: pa.Table, index: dict[str, float], shock: dict) -> str:
-    """The round-by-round path of a cascade as text (used when the cascade module has no formatter)."""
-    per_round = round_table(rounds)
-    prices = cascade_prices(rounds, list(index))
-    shown = moved_underlyings(prices, index, shock)
-    cols = [(f, pick(per_round, f)) for f in ("round_accounts", "round_notional", "bad_debt", "insurance_fund_left")]
-    cols = [(f, c) for f, c in cols if c]
-    lines = [f"{'round':>5} " + " ".join(f"{c:>20}" for _, c in cols) + "".join(f" {u:>14}" for u in shown)]
-    rcol = pick(per_round, "round")
-    for k in range(per_round.num_rows):
-        r = per_round.column(rcol)[k].as_py() if rcol else k
-        cells = []
-        for figure, c in cols:
-            v = per_round.column(c)[k].as_py()
-            cells.append(f"{v:>20,}" if figure == "round_accounts" else f"{usd(v):>20}")
-        lines.append(f"{r:>5} " + " ".join(cells) + "".join(
-            f" {prices[u][k]:>14,.6g}" if k < len(prices[u]) else f" {'':>14}" for u in shown))
-    return "\n".join(lines)

@@ -336,17 +336,14 @@ def test_cascade_unavailable_exits_1_with_a_clear_message(tmp_path, venue_dir, c
     assert not (tmp_path / "out").exists()
 
 
-def test_cascade_subcommand_prints_the_path_and_writes_with_out(tmp_path, venue_dir, capsys, monkeypatch):
-    engine = StandInEngine()
-    monkeypatch.setattr(fr, "cascade", engine.cascade, raising=False)
-    monkeypatch.setitem(sys.modules, "fastrisk.cascade", None)  # no format_rounds: the built-in table
+def test_cascade_subcommand_prints_the_path_and_writes_with_out(tmp_path, venue_dir, capsys):
     assert main(["cascade", str(venue_dir), "--shock", "BTC=-0.2", "--insurance-fund", "250000", "--quiet"]) == 0
-    printed = capsys.readouterr().out
-    header, first = (line.split() for line in printed.strip().splitlines()[:2])
-    assert header[:3] == ["round", "accounts_liquidated", "notional_closed"] and header[5] == "BTC"
-    market = fr.Market.from_dir(venue_dir)
-    btc = market.underlyings.filter(pc.equal(pc.field("underlying"), "BTC")).column("index_price")[0].as_py()
-    assert float(first[5].replace(",", "")) == pytest.approx(btc * 0.8, rel=1e-5)  # round 0: just the shock
+    printed = capsys.readouterr().out.strip().splitlines()
+    market, book = fr.Market.from_dir(venue_dir), fr.Book.from_dir(venue_dir)
+    expected = fr.cascade(market, book, {"BTC": -0.2}, insurance_fund=250000.0)
+    assert printed == fr.liquidation_cascade.format_rounds(expected).splitlines()  # the cascade's own table
+    assert printed[0].split()[:2] == ["round", "accounts"] and "BTC" in printed[0]
+    assert "(-20.00%)" in printed[2]  # round 0: just the shock
     out = tmp_path / "out"
     assert main(["cascade", str(venue_dir), "--shock", "BTC=-0.2", "--out", str(out), "--quiet"]) == 0
     assert {p.name for p in out.iterdir()} == {"account_risk.parquet", "cascade_rounds.parquet",
