@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import chunked, inline, kernel, n_chunks
+from ._jit import chunked, index, inline, kernel, n_chunks
 
 MAX_EXAMPLES = 5
 
@@ -83,14 +83,14 @@ def resolve_instruments(instrument_id, entry_price, id_to_index, is_future, out,
     for c in prange(k):
         n_unknown = 0
         n_bad = 0
-        for r in range(c * n // k, (c + 1) * n // k):
+        for r in range(index(c * n // k), index((c + 1) * n // k)):
             v = instrument_id[r]
-            looked_up = id_to_index[min(max(v, 0), size - 1)]
+            looked_up = id_to_index[index(min(max(v, 0), size - 1))]
             code = looked_up if (v >= 0) & (v < size) else -1
             out[r] = code
             known = code >= 0
             n_unknown += not known
-            n_bad += known & (is_future[max(code, 0)] != 0) & (not (entry_price[r] > 0.0))
+            n_bad += known & (is_future[index(max(code, 0))] != 0) & (not (entry_price[r] > 0.0))
         unknown[c] = n_unknown
         bad_entry[c] = n_bad
     return unknown.sum(), bad_entry.sum()
@@ -138,11 +138,11 @@ def first_rows_where(flags, limit):
 # ----------------------------------------------------------------------- position key order and layout
 
 @inline
-def _key_increases(account, instrument, isolated, r):
-    """Is row r's (account_id, instrument_id, isolated) key above row r-1's? (branch-free)"""
-    a0, a1 = account[r - 1], account[r]
-    i0, i1 = instrument[r - 1], instrument[r]
-    return (a1 > a0) | ((a1 == a0) & ((i1 > i0) | ((i1 == i0) & (isolated[r] > isolated[r - 1]))))
+def _key_increases(account, instrument, isolated, q, r):
+    """Is row r's (account_id, instrument_id, isolated) key above row q's? (branch-free)"""
+    a0, a1 = account[q], account[r]
+    i0, i1 = instrument[q], instrument[r]
+    return (a1 > a0) | ((a1 == a0) & ((i1 > i0) | ((i1 == i0) & (isolated[r] > isolated[q]))))
 
 
 @chunked
@@ -153,7 +153,7 @@ def key_not_increasing(account, instrument, isolated, k):
     for c in prange(k):
         cnt = 0
         for r in range(max(c * n // k, 1), (c + 1) * n // k):
-            cnt += not _key_increases(account, instrument, isolated, r)
+            cnt += not _key_increases(account, instrument, isolated, r - 1, r)
         total += cnt
     return total
 
@@ -217,7 +217,7 @@ def position_scan(account, instrument, quantity, entry_price, isolated_margin, i
         n_qty = 0
         n_entry = 0
         n_iso = 0
-        for r in range(b0, b1):
+        for r in range(index(b0), index(b1)):
             v = np.float64(instrument[r])
             n_inst += not ((v >= inst_lo) & (v <= inst_hi))
             v = quantity[r]
@@ -227,8 +227,8 @@ def position_scan(account, instrument, quantity, entry_price, isolated_margin, i
             v = isolated_margin[r]
             n_iso += (isolated[r] != 0) & (not ((v >= iso_lo) & (v <= iso_hi)))
         n_key = 0
-        for r in range(max(b0, 1), b1):
-            n_key += not _key_increases(account, instrument, isolated, r)
+        for r in range(index(max(b0, 1)), index(b1)):
+            n_key += not _key_increases(account, instrument, isolated, r - index(1), r)
         counts[c, 0] = n_inst
         counts[c, 1] = n_qty
         counts[c, 2] = n_entry
@@ -244,14 +244,14 @@ def position_scan(account, instrument, quantity, entry_price, isolated_margin, i
 @inline
 def _record_run_starts(account, b0, b1, start_rows):
     """Rows of ``b0:b1`` beginning a new run of ``account``, written to ``start_rows[b0:]``; returns how many."""
-    j = b0
+    j = index(b0)
     if b0 == 0 and b1 > 0:
         start_rows[0] = 0
-        j = 1
-    for r in range(max(b0, 1), b1):
+        j = index(1)
+    for r in range(index(max(b0, 1)), index(b1)):
         start_rows[j] = r  # kept only where a run starts: a store and an add, no branch to mispredict
-        j += account[r] != account[r - 1]
-    return j - b0
+        j += index(account[r] != account[r - index(1)])
+    return np.int64(j) - b0
 
 
 @chunked

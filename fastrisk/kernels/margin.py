@@ -14,7 +14,7 @@ import numpy as np
 from numba import prange
 
 from ..codes import BANKRUPT, CALL, HEALTHY, INVERSE, LIQUIDATABLE, LINEAR, MARGIN_CALL, OPTION
-from ._jit import chunked, inline, kernel
+from ._jit import chunked, index, inline, kernel
 from .valuation import black76, marked_value
 
 # Float outputs of ``account_margin``, in row order of its result.
@@ -29,10 +29,11 @@ def tier_margin(notional, first, last, cap, imf, mmf, amount):
     """Bracket (1-based), IM and MM of a notional under the schedule whose brackets are ``first..last``:
     the bracket t with cap[t-1] < notional <= cap[t]; IM = notional*imf_t, MM = notional*mmf_t - amount_t
     (Binance's "maintenance amount" form, continuous in notional)."""
-    t = first
-    while t < last and notional > cap[t]:
-        t += 1
-    return t - first + 1, notional * imf[t], notional * mmf[t] - amount[t]
+    t = index(first)
+    end = index(last)
+    while t < end and notional > cap[t]:
+        t += index(1)
+    return np.int64(t) - first + 1, notional * imf[t], notional * mmf[t] - amount[t]
 
 
 @inline
@@ -192,13 +193,13 @@ def account_figures(a, pos_start, pos_instrument, quantity, entry_price, isolate
     isolated_equity, n_isolated_liquidatable)`` in USD.
     """
     sums = NO_POSITIONS
-    for p in range(pos_start[a], pos_start[a + 1]):
-        i = pos_instrument[p]
+    for p in range(index(pos_start[a]), index(pos_start[a + 1])):
+        i = index(pos_instrument[p])
         sums = add_position(sums, position_usd(p, i, price[i], forward[i], settle_px[i], quantity, entry_price,
                                                isolated, isolated_margin, inst, tiers, option_margin))
     collateral = 0.0
-    for b in range(bal_start[a], bal_start[a + 1]):
-        k = bal_asset[b]
+    for b in range(index(bal_start[a]), index(bal_start[a + 1])):
+        k = index(bal_asset[b])
         collateral += balance_usd(asset_px[k], bal_amount[b], asset_cw[k], asset_bw[k])
     upnl_sum, option_sum, im_sum, mm_sum, gross, iso_equity, n_iso_liq = sums
     return collateral, upnl_sum, option_sum, im_sum, mm_sum, gross, iso_equity, n_iso_liq
@@ -252,8 +253,8 @@ def position_margin(out, tier, liq, pos_instrument, quantity, entry_price, isola
     kind, size, tier_first, tier_last, option_type, strike = inst
     n = quantity.shape[0]
     for c in prange(n_chunks):
-        for p in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            i = pos_instrument[p]
+        for p in range(index(c * n // n_chunks), index((c + 1) * n // n_chunks)):
+            i = index(pos_instrument[p])
             notional, upnl, value, im, mm, t = position_figures(
                 kind[i], quantity[p], size[i], price[i], forward[i], entry_price[p], tier_first[i],
                 tier_last[i], option_type[i], strike[i], tiers, option_margin)
