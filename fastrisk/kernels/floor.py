@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import chunked
+from ._jit import chunked, index
 
 
 @chunked
@@ -17,7 +17,7 @@ def read_positions(account_id, instrument_id, quantity, entry_price, isolated_ma
     partial = np.zeros(n_chunks)
     for c in prange(n_chunks):
         s = 0.0
-        for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+        for r in range(index(c * n // n_chunks), index((c + 1) * n // n_chunks)):
             s += account_id[r] + instrument_id[r] + quantity[r] + entry_price[r] + isolated_margin[r]
         partial[c] = s
     return partial.sum()
@@ -29,7 +29,7 @@ def read_balances(account_id, asset, amount, n_chunks):
     partial = np.zeros(n_chunks)
     for c in prange(n_chunks):
         s = 0.0
-        for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+        for r in range(index(c * n // n_chunks), index((c + 1) * n // n_chunks)):
             s += account_id[r] + asset[r] + amount[r]
         partial[c] = s
     return partial.sum()

@@ -29,7 +29,7 @@ import numpy as np
 from numba import prange
 
 from ..codes import BANKRUPT, LIQUIDATABLE
-from ._jit import inline, kernel
+from ._jit import index, inline, kernel
 from .margin import ISOLATED, NO_POSITIONS, account_status, add_position, balance_usd, position_usd
 
 # Per-account float outputs of ``stress_accounts`` (rows of ``acc_f``) and int outputs (rows of ``acc_i``).
@@ -55,8 +55,8 @@ def _cache_base(a, book, inst, tiers, option_margin, base, asset_cw, asset_bw, p
     sums = NO_POSITIONS
     iso_bad = 0.0
     for j in range(pos_start[a + 1] - p0):
-        p = p0 + j
-        i = pos_instrument[p]
+        p = index(p0 + j)
+        i = index(pos_instrument[p])
         cont = position_usd(p, i, price[i], forward[i], settle_px[i], quantity, entry_price, isolated,
                             isolated_margin, inst, tiers, option_margin)
         pi[j, _BUCKET] = cont[0]
@@ -125,8 +125,8 @@ def _moved_position(a, j, s, book, inst, tiers, option_margin, shocked):
     """``margin.position_usd`` of row ``j`` of account ``a`` at scenario ``s``'s prices."""
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, _, _, _ = book
     price, forward, settle_px, _ = shocked
-    p = pos_start[a] + j
-    i = pos_instrument[p]
+    p = index(pos_start[a] + j)
+    i = index(pos_instrument[p])
     return position_usd(p, i, price[s, i], forward[s, i], settle_px[s, i], quantity, entry_price, isolated,
                         isolated_margin, inst, tiers, option_margin)
 
