@@ -163,13 +163,16 @@ def next_exposure(a, prev, cursor, hi, sep, order, book, moving):
 @inline
 def moving_figures(a, p, u, m, bounds, lo, hi, sep, order, book, inst, terms, tiers, val, weights, option_margin,
                    moving):
-    """``(equity, MM, slope_lo, slope_hi)`` in USD, at ``m``, of the rows of a bucket that move with ``u``:
+    """``(equity, MM, slope_lo, slope_hi, slope_down, slope_up)`` in USD, at ``m``, of the rows of a bucket that
+    move with ``u``:
     isolated position ``p`` when ``p >= 0``; else account ``a``'s cross positions on ``u`` (``order[lo:hi]``),
     its other cross positions settled in a coin following ``u`` (only when not ``sep``arable) and its balances
     in assets following ``u``.
 
     With ``bounds`` (at m = 1 only), ``[slope_lo, slope_hi]`` bounds dg/dm over the whole range (USD per unit
-    of m; ``-inf, inf`` when a row's slope is not bounded in m, see ``slope_bounds``); else both are 0.
+    of m; ``-inf, inf`` when a row's slope is not bounded in m, see ``slope_bounds``), and ``slope_down``,
+    ``slope_up`` are dg/dm exactly on the linear segments just below and just above m (NaN off linear buckets);
+    else all four are 0.
     One call site of the position code, for every kind of row: the helper is specialised once."""
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
         bal_amount = book
@@ -180,6 +183,8 @@ def moving_figures(a, p, u, m, bounds, lo, hi, sep, order, book, inst, terms, ti
     mm_sum = 0.0
     s_lo = 0.0
     s_hi = 0.0
+    e_dn = 0.0
+    e_up = 0.0
     if p >= 0:
         n_own, n_other = 1, 0
     else:
@@ -197,7 +202,7 @@ def moving_figures(a, p, u, m, bounds, lo, hi, sep, order, book, inst, terms, ti
                 continue
         i = pos_instrument[q]
         pr, fw, px = moved_instrument(i, u, m, kind, option_type, strike, price, forward, settle_px, moving)
-        notional, upnl, value, im, mm, _ = position_figures(
+        notional, upnl, value, im, mm, tier = position_figures(
             kind[i], quantity[q], inst[1][i], pr, fw, entry_price[q], inst[2][i], inst[3][i], option_type[i],
             strike[i], tiers, option_margin)
         if p >= 0:
@@ -206,9 +211,12 @@ def moving_figures(a, p, u, m, bounds, lo, hi, sep, order, book, inst, terms, ti
             equity += value * px  # futures: upnl; options: q*c*V (margin.position_usd)
         mm_sum += mm * px
         if bounds:
-            lo_k, hi_k = slope_bounds(q, i, u, value, mm, book, inst, terms, val, option_margin, moving)
+            lo_k, hi_k, dn_k, up_k = slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms, tiers, val,
+                                                  option_margin, moving)
             s_lo += lo_k
             s_hi += hi_k
+            e_dn += dn_k
+            e_up += up_k
     for b in range(bal_start[a], bal_start[a + 1] if p < 0 else bal_start[a]):
         k = bal_asset[b]
         if asset_underlying[k] == u:
@@ -217,13 +225,20 @@ def moving_figures(a, p, u, m, bounds, lo, hi, sep, order, book, inst, terms, ti
             if bounds:
                 s_lo += c  # linear in m
                 s_hi += c
-    return equity, mm_sum, s_lo, s_hi
+                e_dn += c
+                e_up += c
+    return equity, mm_sum, s_lo, s_hi, e_dn, e_up
 
 
 @inline
-def slope_bounds(q, i, u, value, mm, book, inst, terms, val, option_margin, moving):
-    """``[lo, hi]`` bounding the slope in m (USD per unit of m) of position ``q``'s part of its bucket's excess
-    g = equity - MM, for every m, from today's valuation (``value``, ``mm`` in settle units at m = 1).
+def slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms, tiers, val, option_margin, moving):
+    """``(lo, hi, down, up)``: ``[lo, hi]`` bounds the slope in m (USD per unit of m) of position ``q``'s part of
+    its bucket's excess g = equity - MM, for every m, from today's valuation (``value``, ``mm``, ``notional`` in
+    settle units at m = 1, ``tier`` its 1-based bracket); ``down``, ``up`` are that slope exactly on the linear
+    segment just below and just above m = 1 (NaN for a row that is not linear in m between breakpoints).
+
+    Down and up differ only at a cap: the notional is then at the top of its bracket t (``tier_margin``), and
+    the side where it grows is in bracket t + 1.
 
     Derivatives of ``margin.position_figures`` with the row moved by ``margin.moved_instrument`` (c = contract
     size, P, F = today's mark and forward, S = settle price, E = entry, t = bracket, mmf_t <= ``terms[1]``):
@@ -245,23 +260,30 @@ def slope_bounds(q, i, u, value, mm, book, inst, terms, val, option_margin, movi
     mmf_max, amount_min, amount_max = terms[1], terms[2], terms[3]
     price, forward, settle_px = val[0], val[1], val[2]
     inst_underlying, settle_underlying, years, rate = moving[0], moving[1], moving[5], moving[7]
+    cap, mmf, amount = tiers[0], tiers[2], tiers[3]
     qq = quantity[q]
     if qq == 0.0:
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0, 0.0
     sx = settle_px[i]
     coin = settle_underlying[i] == u
     if inst_underlying[i] != u:
         d = (value - mm) * sx
-        return d, d
+        return d, d, d, d
     k = kind[i]
+    t = inst[2][i] + tier - 1
+    # The bracket on the side where the notional grows, when it sits exactly at a cap.
+    t_grow = t + 1 if t < inst[3][i] and notional >= cap[t] else t
     if k == LINEAR and not coin:
         base = qq * size[i] * price[i] * sx
-        return base - mmf_max[i] * abs(base), base
+        return (base - mmf_max[i] * abs(base), base, base - mmf[t] * abs(base),
+                base - mmf[t_grow] * abs(base))
     if k == INVERSE and coin:
+        # The coin notional shrinks as m grows.
         base = qq * size[i] * sx / entry_price[q]
         if isolated[q]:
             base += isolated_margin[q] * sx
-        return base + amount_min[i] * sx, base + amount_max[i] * sx
+        return (base + amount_min[i] * sx, base + amount_max[i] * sx, base + amount[t_grow] * sx,
+                base + amount[t] * sx)
     if k == OPTION and not coin:
         disc = 1.0
         if rate < 0.0 and years[i] > 0.0:
@@ -275,8 +297,8 @@ def slope_bounds(q, i, u, value, mm, book, inst, terms, val, option_margin, movi
             short_mm = option_margin[2] * abs(qq) * size[i] * forward[i] * sx
             lo_k -= short_mm
             hi_k -= short_mm
-        return lo_k, hi_k
-    return -np.inf, np.inf
+        return lo_k, hi_k, np.nan, np.nan
+    return -np.inf, np.inf, np.nan, np.nan
 
 
 @inline
@@ -345,12 +367,19 @@ def next_point(m, down, grid, p, lo, hi, order, u, book, inst, tiers, val, movin
 
 
 @inline
-def search(d, g1, target, how, s_lo, s_hi, a, p, u, fixed, lo, hi, sep, order, book, inst, terms, tiers,
-           val, weights, option_margin, moving):
-    """One bucket's evaluation at m = 1 (``d = 0``: returns ``moving_figures``'s four figures there), or its
+def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, a, p, u, fixed, lo, hi, sep, order, book, inst, terms,
+           tiers, val, weights, option_margin, moving):
+    """One bucket's evaluation at m = 1 (``d = 0``: returns ``moving_figures``'s six figures there), or its
     nearest factor below (``d = 1``) or above (``d = 2``) 1 where ``g <= target``, given ``g(1) = g1 >
-    target`` and the slope bounds ``[s_lo, s_hi]``: returns ``(factor, 0, 0, 0)``, factor NaN when there is
-    none in [M_MIN, M_MAX].
+    target``, the slope bounds ``[s_lo, s_hi]`` and (linear buckets) the exact slopes ``e_dn``, ``e_up`` of the
+    segments just below and above 1: returns ``(factor, 0, 0, 0, 0, 0)``, factor NaN when there is none in
+    [M_MIN, M_MAX].
+
+    *Tangent*, linear buckets: g is linear from 1 to the nearest breakpoint (or the range end), so if g falls
+    there its root is ``1 + g1 / rate`` (Binance's closed form, one evaluation to confirm it); if that lies
+    beyond the range end with no breakpoint before it, or g does not fall and there is no breakpoint, there is
+    no crossing at all (no evaluation). When g is positive at the tangent's root (rounding) or a breakpoint
+    comes first, the walk below decides.
 
     *Safe skip*: g falls by at most L per unit of m moved outward (L = ``s_hi`` down, ``-s_lo`` up), so from
     a point ``near`` there is no crossing before ``near +- (g(near) - target) / L``: L = 0 means none at all
@@ -369,25 +398,39 @@ def search(d, g1, target, how, s_lo, s_hi, a, p, u, fixed, lo, hi, sep, order, b
     # How fast g can fall per unit of m moved outward (inf: no bound, the walk alone decides).
     fall = max(s_hi, 0.0) if down else max(-s_lo, 0.0)
     if d != 0 and fall == 0.0:
-        return np.nan, 0.0, 0.0, 0.0  # g never falls outward from g1 > target
+        return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0  # g never falls outward from g1 > target
     near = 1.0
     g_near = g1 - target
+    x = 1.0
+    chosen = d == 0
+    tangent = d != 0 and how != GRID_WALK
+    nudge = False
+    if tangent:
+        # The first segment's exact fall rate outward, and where the segment ends.
+        rate = e_dn if down else -e_up
+        seg = next_point(1.0, down, False, p, lo, hi, order, u, book, inst, tiers, val, moving)
+        root = 1.0 + sgn * (g_near / rate) if rate > 0.0 else end
+        if rate > 0.0 and (root > seg if down else root < seg):
+            x = root  # inside the segment: the exact root, evaluated below to confirm it
+            chosen = True
+        elif seg == end:
+            return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0  # linear to the range end without reaching 0
+        else:
+            tangent = False
     far = end
     fa = 0.0
     fb = 0.0
     side = 0
     refining = False
     # A concave bucket crosses at most once in each direction: the range end tells whether it does.
-    check_end = how == CONCAVE
+    check_end = how == CONCAVE and not tangent
     g_end = np.nan
-    x = 1.0
-    chosen = d == 0
     while True:
         if not chosen:
             # The walk's next point, or farther when the safe skip reaches beyond it.
             safe = near + sgn * (g_near / fall)
             if safe < end if down else safe > end:
-                return np.nan, 0.0, 0.0, 0.0
+                return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0
             x = end if check_end else next_point(near, down, how == GRID_WALK, p, lo, hi, order, u, book, inst,
                                                  tiers, val, moving)
             if safe < x if down else safe > x:
@@ -396,21 +439,36 @@ def search(d, g1, target, how, s_lo, s_hi, a, p, u, fixed, lo, hi, sep, order, b
         if x == end and not np.isnan(g_end):
             gx = g_end
         else:
-            eq, mm, e_lo, e_hi = moving_figures(a, p, u, x, d == 0, lo, hi, sep, order, book, inst, terms, tiers,
-                                                val, weights, option_margin, moving)
+            eq, mm, b_lo, b_hi, b_dn, b_up = moving_figures(a, p, u, x, d == 0, lo, hi, sep, order, book, inst,
+                                                            terms, tiers, val, weights, option_margin, moving)
             if d == 0:
-                return eq, mm, e_lo, e_hi
+                return eq, mm, b_lo, b_hi, b_dn, b_up
             gx = ((fixed + eq) - mm) - target
+        if tangent:
+            if gx <= 0.0:
+                return x, 0.0, 0.0, 0.0, 0.0, 0.0
+            near = x
+            g_near = gx
+            if nudge:
+                # Not the root after all: walk on from here (a concave bucket checks the range end first).
+                tangent = False
+                check_end = how == CONCAVE
+                continue
+            # Rounding left g a hair above 0 at the computed root: one tolerance farther closes the bracket.
+            nudge = True
+            x = near + sgn * (0.25 * REL_TOL * near)
+            chosen = True
+            continue
         if check_end:
             if gx > 0.0:
-                return np.nan, 0.0, 0.0, 0.0
+                return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0
             check_end = False
             g_end = gx
             continue
         if not refining:
             if gx > 0.0:
                 if x == end:
-                    return np.nan, 0.0, 0.0, 0.0
+                    return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0
                 near = x
                 g_near = gx
                 continue
@@ -421,7 +479,7 @@ def search(d, g1, target, how, s_lo, s_hi, a, p, u, fixed, lo, hi, sep, order, b
         elif gx <= 0.0:
             if side == 0 and how != GRID_WALK:
                 # The first step on a linear segment is its exact root (Binance's closed form): done.
-                return x, 0.0, 0.0, 0.0
+                return x, 0.0, 0.0, 0.0, 0.0, 0.0
             far, fb = x, gx
             if side == -1:
                 fa *= 0.5
@@ -437,7 +495,7 @@ def search(d, g1, target, how, s_lo, s_hi, a, p, u, fixed, lo, hi, sep, order, b
         # so that a step of one tolerance always moves.
         tol = 0.25 * REL_TOL * max(near, far)
         if width <= 2.0 * tol:
-            return far, 0.0, 0.0, 0.0
+            return far, 0.0, 0.0, 0.0, 0.0, 0.0
         # Regula falsi (Illinois), kept at least one tolerance inside the bracket: after an exact step on a
         # linear segment the next trial lands just across the root and closes the bracket.
         step = (fb / (fb - fa)) * width
@@ -459,20 +517,20 @@ def bucket_factors(a, p, u, lo, hi, sep, split, total, order, book, inst, terms,
     ``split``: no search; instead of the factors, how fast g can fall per unit of m moved down and up
     (``search``'s L, from the slope bounds; inf where unbounded): the cascade's screen (``kernels.cascade``)."""
     # One call site of ``search`` (inlined: the bucket's evaluation is compiled once, in here).
-    g1 = fixed = s_lo = s_hi = 0.0
+    g1 = fixed = s_lo = s_hi = e_dn = e_up = 0.0
     target = 0.0
     how = CONCAVE
     down = np.nan
     up = np.nan
     for d in range(3):
-        r0, r1, r2, r3 = search(d, g1, target, how, s_lo, s_hi, a, p, u, fixed, lo, hi, sep, order, book, inst,
-                                terms, tiers, val, weights, option_margin, moving)
+        r0, r1, r2, r3, r4, r5 = search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, a, p, u, fixed, lo, hi, sep,
+                                        order, book, inst, terms, tiers, val, weights, option_margin, moving)
         if d == 1:
             down = r0
         elif d == 2:
             up = r0
         else:
-            eq1, mm1, s_lo, s_hi = r0, r1, r2, r3
+            eq1, mm1, s_lo, s_hi, e_dn, e_up = r0, r1, r2, r3, r4, r5
             if p >= 0:
                 has_mm = mm1 > 0.0
             else:
