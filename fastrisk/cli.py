@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--out", type=Path, default=Path("fastrisk-demo"), help="output directory")
     d.add_argument("--shock", action="append", metavar="U=MOVE",
-                   help=f"cascade shock (default {DEMO_SHOCK} when this version has cascades)")
+                   help=f"cascade shock (default {DEMO_SHOCK})")
     _common(d)
 
     g = sub.add_parser("generate", help="write a synthetic venue directory (SPEC §1 layout)")
@@ -96,12 +96,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("fastrisk: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001 - the CLI's last resort: report, with the traceback for a bug report
-        from .run import Unavailable
-
-        if isinstance(e, Unavailable):
-            print(f"fastrisk: {e}", file=sys.stderr)
-            return EXIT_INTERNAL
+    except Exception:  # noqa: BLE001 - the CLI's last resort: report, with the traceback for a bug report
         print("fastrisk: internal error (please report):", file=sys.stderr)
         traceback.print_exc()
         return EXIT_INTERNAL
@@ -151,24 +146,12 @@ def _options(args, shock):
                    portfolio_margin=getattr(args, "portfolio_margin", False))
 
 
-def _require_cascade(shock) -> None:
-    """A requested cascade this version cannot run fails before the venue is read, not after."""
-    import fastrisk
-
-    from .run import Unavailable, engine_function
-
-    if shock and engine_function(fastrisk, "cascade") is None:
-        raise Unavailable("cascades (--shock) are not available in this version of fastrisk: "
-                          "fastrisk.cascade is missing")
-
-
 def _run(args) -> int:
     from .progress import Steps
     from .run import parse_shock
     from .warmup import compiling_ahead
 
     shock = parse_shock(args.shock)  # a typo fails before the venue is read
-    _require_cascade(shock)
     steps = Steps(args.quiet)
     with compiling_ahead():
         market, book = _load(args.dir, steps)
@@ -176,18 +159,12 @@ def _run(args) -> int:
 
 
 def _demo(args) -> int:
-    import fastrisk
-
     from . import generate
     from .progress import Steps
-    from .run import engine_function, parse_shock
+    from .run import parse_shock
     from .warmup import compiling_ahead
 
-    if args.shock:
-        shock = parse_shock(args.shock)
-        _require_cascade(shock)
-    else:  # the showcase includes a cascade once this version has one
-        shock = parse_shock([DEMO_SHOCK]) if engine_function(fastrisk, "cascade") else None
+    shock = parse_shock(args.shock or [DEMO_SHOCK])  # the showcase includes a cascade
     steps = Steps(args.quiet)
     with compiling_ahead():
         with steps.step("generate", f"generating a venue of {args.accounts:,} accounts"):
@@ -219,7 +196,6 @@ def _cascade(args) -> int:
     from .run import STEPS, dumps, parse_shock, run
 
     shock = parse_shock(args.shock)
-    _require_cascade(shock)
     steps = Steps(args.quiet)
     market, book = _load(args.dir, steps)
     # Written to disk, the cascade comes with the venue's account risk so that its report has the context.

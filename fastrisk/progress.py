@@ -29,7 +29,6 @@ class Progress:
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self.seconds = 0.0
-        self.outcome: str | None = None  # set by the step's code to end its line with it instead of a count
 
     def advance(self, n: int = 1) -> None:
         """Count ``n`` more units done (callable from worker threads)."""
@@ -106,12 +105,11 @@ class Steps:
         except BaseException:
             progress._finish("failed")
             raise
-        progress._finish(progress.outcome)
-        if progress.outcome is None:  # a step that did its work (not one that found it could not)
-            self.timings[name] = self.timings.get(name, 0.0) + progress.seconds
+        progress._finish(None)
+        self.timings[name] = self.timings.get(name, 0.0) + progress.seconds
 
     def note(self, message: str) -> None:
-        """A line between steps (e.g. a step this version does not have), on a terminal only."""
+        """A line between steps (e.g. why the report is not drawn), on a terminal only."""
         if self.show:
             self.stream.write(f"  {message}\n")
             self.stream.flush()

@@ -174,15 +174,6 @@ def _p(text: str) -> str:
     return f'<p class="note">{text}</p>'
 
 
-def _missing(table: pa.Table, *columns) -> list[str]:
-    return [c for c in columns if c not in table.column_names]
-
-
-def _missing_note(name: str, columns) -> str:
-    return _p(f"<code>{escape(name)}</code> has no column " + ", ".join(f"<code>{escape(c)}</code>" for c in columns)
-              + ": that figure is left out.")
-
-
 # ------------------------------------------------------------------------------------------------- sections
 def venue_section(page: Page) -> Section | None:
     """Venue totals, accounts by status and insurance-fund exposure (account_risk)."""
@@ -198,7 +189,8 @@ def venue_section(page: Page) -> Section | None:
     coverage = t["equity"] / t["maintenance_margin"] if t["maintenance_margin"] > 0 else float("inf")
     tiles = _tiles([
         ("Equity", S.usd(t["equity"]), f"collateral {S.usd(t['collateral'])}", ""),
-        ("Initial margin", S.usd(t["initial_margin"]), f"free collateral {S.usd(t['equity'] - t['initial_margin'])}", ""),
+        ("Initial margin", S.usd(t["initial_margin"]),
+         f"free collateral {S.usd(t['equity'] - t['initial_margin'])}", ""),
         ("Maintenance margin", S.usd(t["maintenance_margin"]), f"equity covers it {coverage:.1f}x", ""),
         ("Gross notional", S.usd(t["gross_notional"]), "cross positions", ""),
         ("Insurance-fund exposure", S.usd(-t["negative_equity"]),
@@ -302,18 +294,18 @@ def riskiest_section(page: Page, n: int = 15, per_account: int = 3) -> Section |
     mine = mine.take(order)
     symbols = _symbols(page.market)
     largest: dict[int, list[str]] = {}
-    for row in mine.select([c for c in ("account_id", "instrument_id", "quantity", "notional_usd", "upnl_usd",
-                                        "isolated") if c in mine.column_names]).to_pylist():
+    for row in mine.select(["account_id", "instrument_id", "quantity", "notional_usd", "upnl_usd",
+                            "isolated"]).to_pylist():
         items = largest.setdefault(row["account_id"], [])
         if len(items) < per_account and row["quantity"] != 0:
             side = "long" if row["quantity"] > 0 else "short"
-            iso = " isolated" if row.get("isolated") else ""
+            iso = " isolated" if row["isolated"] else ""
             items.append(f"{escape(symbols.get(row['instrument_id'], str(row['instrument_id'])))} {side}{iso} "
                          f"{S.usd(row['notional_usd'])} <span class=\"muted\">(uPnL {S.usd(row['upnl_usd'])})</span>")
     nearest = {}
     liq = page.tables.get("liquidation_prices")
     header = ["account", "status", "equity", "maint. margin", "margin ratio", "leverage"]
-    if liq is not None and not _missing(liq, "account_id", "underlying", "distance_down", "distance_up"):
+    if liq is not None:
         near = S.nearest_liquidation(liq.filter(pc.is_in(liq.column("account_id"), value_set=ids.combine_chunks())))
         nearest = {r["account_id"]: r for r in near.to_pylist()}
         header.append("nearest liquidation")
@@ -329,7 +321,8 @@ def riskiest_section(page: Page, n: int = 15, per_account: int = 3) -> Section |
             elif near["distance"] == 0:
                 row.append("now")
             else:
-                row.append(f"{escape(near['underlying'])} {'−' if near['side'] == 'down' else '+'}{near['distance']:.1%}")
+                sign = "−" if near["side"] == "down" else "+"
+                row.append(f"{escape(near['underlying'])} {sign}{near['distance']:.1%}")
         row.append("<br>".join(largest.get(r["account_id"], [])) or "-")
         rows.append(row)
     numeric = set(range(2, 6)) | ({6} if nearest else set())
@@ -345,9 +338,6 @@ def liquidation_section(page: Page, moves_up_to: float = 0.5, n_lines: int = 6, 
     liq = page.tables.get("liquidation_prices")
     if liq is None:
         return None
-    missing = _missing(liq, "account_id", "underlying", "distance_down", "distance_up")
-    if missing:
-        return Section("liquidation", "Distance to liquidation", _missing_note("liquidation_prices", missing))
     rows = (page.summary.get("liquidation") or {}).get("by_underlying") or S.liquidation_by_underlying(liq)
     if not rows:
         return Section("liquidation", "Distance to liquidation", _p("No account has cross exposure to an underlying."))
@@ -389,19 +379,16 @@ def stress_section(page: Page, n_worst: int = 15) -> Section | None:
     scen = page.tables.get("stress_scenarios")
     if scen is None:
         return None
-    loss_col = S.pick(scen, "scenario_loss")
-    if loss_col is None or "scenario_id" not in scen.column_names:
-        return Section("stress", "Stress", _missing_note("stress_scenarios", ["scenario_id", "loss"]))
     if scen.num_rows == 0:
         return Section("stress", "Stress losses by scenario", _p("No scenarios."))
     labels = S.scenario_labels(page.tables["scenarios"]) if "scenarios" in page.tables else {}
     if not labels and "description" in scen.column_names:  # the stress result's own labels
         labels = dict(zip(scen.column("scenario_id").to_pylist(), scen.column("description").to_pylist()))
-    loss = S._f64(scen, loss_col)
+    loss = S._f64(scen, "total_loss")
     order = np.argsort(-loss, kind="stable")[:n_worst]
     ids = scen.column("scenario_id").to_pylist()
-    extra = [(f, S.pick(scen, f)) for f in ("scenario_liquidatable", "scenario_bankrupt", "bad_debt")]
-    extra = [(f, c) for f, c in extra if c]
+    extra = [("accounts_liquidatable", "liquidatable after"), ("accounts_bankrupt", "bankrupt after"),
+             ("bad_debt", "bad debt")]
     fig, ax = _figure(10, 0.6 + 0.24 * max(len(order), 1))
     y = np.arange(len(order))[::-1]
     ax.barh(y, loss[order], color=[SHORT if v > 0 else LONG for v in loss[order]])
@@ -421,16 +408,14 @@ def stress_section(page: Page, n_worst: int = 15) -> Section | None:
     if after:
         tiles.append(("Liquidatable or bankrupt after own worst", f"{after['liquidatable'] + after['bankrupt']:,}",
                       f"of which bankrupt {after['bankrupt']:,}", "warn"))
-    names = {"scenario_liquidatable": "liquidatable after", "scenario_bankrupt": "bankrupt after",
-             "bad_debt": "bad debt"}
     rows = []
     for k in order:
         row = [f"#{ids[k]}", escape(labels.get(ids[k], "")), S.usd(float(loss[k]))]
-        for f, c in extra:
+        for c, _ in extra:
             v = scen.column(c)[int(k)].as_py()
-            row.append(S.usd(v) if f == "bad_debt" else _int(v))
+            row.append(S.usd(v) if c == "bad_debt" else _int(v))
         rows.append(row)
-    table = _table(["scenario", "shocks", "loss", *[names[f] for f, _ in extra]], rows,
+    table = _table(["scenario", "shocks", "loss", *[name for _, name in extra]], rows,
                    numeric=range(2, 3 + len(extra)))
     return Section("stress", "Stress losses by scenario",
                    _tiles(tiles) + _img(fig, "loss per stress scenario") + table
@@ -460,9 +445,6 @@ def exposure_section(page: Page, n_rows: int = 15) -> Section | None:
     exp = page.tables.get("exposures")
     if exp is None:
         return None
-    missing = _missing(exp, "account_id", "underlying", "delta_usd")
-    if missing:
-        return Section("exposures", "Exposure by underlying", _missing_note("exposures", missing))
     e = page.summary.get("exposures") or S.exposure_summary(exp)["exposures"]
     rows = e["by_underlying"]
     if not rows:
@@ -481,9 +463,7 @@ def exposure_section(page: Page, n_rows: int = 15) -> Section | None:
     ax.legend(loc="lower right", ncols=3)
     # Greeks in the units a desk quotes: the change of delta_usd for a 1 % move (gamma_usd is d2E/dm2 per
     # 100 % move squared) and USD per vol point (vega is per 1.00 of vol).
-    greeks = [(c, title, scale) for c, title, scale in (("gamma_usd", "gamma (Δdelta per 1% move)", 0.01),
-                                                        ("vega", "vega (per vol point)", 0.01))
-              if c in exp.column_names]
+    greeks = [("gamma_usd", "gamma (Δdelta per 1% move)", 0.01), ("vega", "vega (per vol point)", 0.01)]
     header = ["underlying", "accounts", "long", "short", "net", "gross", "top-10 accounts' share of gross"]
     header += [title for _, title, _ in greeks]
     body = []
@@ -495,7 +475,8 @@ def exposure_section(page: Page, n_rows: int = 15) -> Section | None:
     tiles = _tiles([("Net delta", S.usd(e["net_delta_usd"]), "all underlyings", ""),
                     ("Gross delta", S.usd(e["gross_delta_usd"]), "sum of |account delta|", ""),
                     ("Concentration", f"{e['concentration']:.2f}",
-                     "largest underlying's |net| / sum of |net| (SPEC §5)", "warn" if e["concentration"] > 0.5 else "")])
+                     "largest underlying's |net| / sum of |net| (SPEC §5)",
+                     "warn" if e["concentration"] > 0.5 else "")])
     return Section("exposures", "Exposure and concentration by underlying",
                    tiles + _img(fig, "delta exposure by underlying") + _table(header, body)
                    + _p("The venue's accounts' exposure (the venue itself is flat: every long has a short "
@@ -512,22 +493,14 @@ def cascade_section(page: Page) -> Section | None:
     rounds = page.tables.get("cascade_rounds")
     if rounds is None:
         return None
-    per_round = S.round_table(rounds)
-    if per_round.num_rows == 0:
-        return Section("cascade", "Liquidation cascade", _p("The cascade result has no rounds."))
     index = _index_prices(page.market)
-    prices = S.cascade_prices(rounds, list(index) or _wide_price_names(rounds))
-    rcol = S.pick(per_round, "round")
-    r = per_round.column(rcol).to_numpy() if rcol else np.arange(per_round.num_rows)
-    notional_col = S.pick(per_round, "round_notional")
-    accounts_col = S.pick(per_round, "round_accounts")
+    prices = S.cascade_prices(rounds)
+    r = rounds.column("round").to_numpy()
     fig, (ax1, ax2) = _figure(10, 3.2, 2)
     shocked = (page.summary.get("parameters") or {}).get("shock") or {}
     moved = {u: prices[u] for u in S.moved_underlyings(prices, index, shocked)}
     for k, (u, p) in enumerate(moved.items()):
-        base = index.get(u, p[0])
-        rr = r[:len(p)] if len(r) >= len(p) else np.arange(len(p))
-        ax1.plot(rr, p / base, marker="o", ms=3, lw=1.6, color=SERIES[k % len(SERIES)], label=u)
+        ax1.plot(r, p / index.get(u, p[0]), marker="o", ms=3, lw=1.6, color=SERIES[k % len(SERIES)], label=u)
     ax1.axhline(1.0, color="#8a94a3", lw=0.8, ls="--")
     _pct_axis(ax1.yaxis)
     ax1.set_xlabel("round (0 = the shock)")
@@ -535,43 +508,39 @@ def cascade_section(page: Page) -> Section | None:
     ax1.set_title("Price path")
     if moved:
         ax1.legend(loc="best")
-    if notional_col:
-        values = S._f64(per_round, notional_col)
-        ax2.bar(r, values, color=SHORT, width=0.7)
-        _usd_axis(ax2.yaxis)
-        if accounts_col:
-            # Past a dozen rounds the labels would overlap: only the largest rounds are labelled.
-            counts = per_round.column(accounts_col).to_pylist()
-            labelled = range(len(r)) if len(r) <= CASCADE_LABELLED else np.argsort(-values)[:3]
-            for k in labelled:
-                ax2.annotate(f"{counts[k]:,}", (r[k], values[k]), xytext=(0, 2), textcoords="offset points",
-                             ha="center", fontsize=7)
+    values = S._f64(rounds, "notional_closed")
+    ax2.bar(r, values, color=SHORT, width=0.7)
+    _usd_axis(ax2.yaxis)
+    # Past a dozen rounds the labels would overlap: only the largest rounds are labelled.
+    counts = rounds.column("accounts_liquidated").to_pylist()
+    labelled = range(len(r)) if len(r) <= CASCADE_LABELLED else np.argsort(-values)[:3]
+    for k in labelled:
+        ax2.annotate(f"{counts[k]:,}", (r[k], values[k]), xytext=(0, 2), textcoords="offset points",
+                     ha="center", fontsize=7)
     ax2.set_xlabel("round")
     ax2.set_ylabel("notional closed (USD)")
-    ax2.set_title("Liquidated notional per round" + (" (labels: accounts)" if accounts_col else ""))
+    ax2.set_title("Liquidated notional per round (labels: accounts)")
     ax2.set_xticks(r if len(r) <= 20 else r[:: max(1, len(r) // 10)])
-    cols = [(f, S.pick(per_round, f)) for f in ("round_accounts", "round_notional", "bad_debt", "insurance_fund_left")]
-    cols = [(f, c) for f, c in cols if c]
-    names = {"round_accounts": "accounts liquidated", "round_notional": "notional closed",
-             "bad_debt": "bad debt", "insurance_fund_left": "insurance fund left"}
+    cols = [("accounts_liquidated", "accounts liquidated"), ("notional_closed", "notional closed"),
+            ("bad_debt", "bad debt"), ("insurance_fund_left", "insurance fund left")]
     price_names = list(moved)[:4]
     body = []
-    n = per_round.num_rows
+    n = rounds.num_rows
     shown = range(n) if n <= CASCADE_ROWS else [*range(CASCADE_ROWS - 3), *range(n - 3, n)]
     for k in shown:
         if n > CASCADE_ROWS and k == n - 3:
             body.append(["…", *["…"] * (len(cols) + len(price_names))])
         row = [str(int(r[k]))]
-        for f, c in cols:
-            v = per_round.column(c)[k].as_py()
-            row.append(_int(v) if f == "round_accounts" else S.usd(v))
-        row += [f"{moved[u][k]:,.6g}" if k < len(moved[u]) else "-" for u in price_names]
+        for c, _ in cols:
+            v = rounds.column(c)[k].as_py()
+            row.append(_int(v) if c == "accounts_liquidated" else S.usd(v))
+        row += [f"{moved[u][k]:,.6g}" for u in price_names]
         body.append(row)
     c = page.summary.get("cascade") or {}
     shock = c.get("shock") or (page.summary.get("parameters") or {}).get("shock") or {}
     tiles = _tiles([
         ("Shock", ", ".join(f"{u} {v:+.1%}" for u, v in shock.items()) or "-", "applied before round 1", ""),
-        ("Accounts liquidated", _int(c.get("accounts_liquidated")), f"in {c.get('rounds', per_round.num_rows - 1)} rounds",
+        ("Accounts liquidated", _int(c.get("accounts_liquidated")), f"in {c.get('rounds', n - 1)} rounds",
          "bad" if c.get("accounts_liquidated") else ""),
         ("Notional closed", S.usd(c.get("notional_closed_usd")), "forced flow", ""),
         ("Bad debt", S.usd(c.get("bad_debt_usd")), f"insurance fund left {S.usd(c.get('insurance_fund_left_usd'))}",
@@ -579,7 +548,7 @@ def cascade_section(page: Page) -> Section | None:
     ])
     return Section("cascade", "Liquidation cascade",
                    tiles + _img(fig, "cascade price path and liquidated notional")
-                   + _table(["round", *[names[f] for f, _ in cols], *[f"{u} price" for u in price_names]], body)
+                   + _table(["round", *[name for _, name in cols], *[f"{u} price" for u in price_names]], body)
                    + _p("Each round closes every liquidatable account at current marks; the forced flow moves "
                         "prices (SPEC §6) and the next round starts from them."
                         + (f" Rounds {CASCADE_ROWS - 3} to {n - 4} are not listed here; cascade_rounds.parquet "
@@ -602,7 +571,7 @@ def contagion_section(page: Page) -> Section | None:
 
 
 def run_details_section(page: Page) -> Section:
-    """Inputs, parameters, timings, outputs and steps this version does not have (always present)."""
+    """Inputs, parameters, timings, outputs and the state of each step (always present)."""
     s = page.summary
     rows = [[escape(k), f"{v:,}"] for k, v in (s.get("rows") or {}).items()]
     params = [[escape(k), escape(", ".join(f"{u} {m:+.1%}" for u, m in v.items()) if isinstance(v, dict) else str(v))]
@@ -637,10 +606,6 @@ def _index_prices(market) -> dict[str, float]:
         return {}
     u = market.underlyings
     return dict(zip(u.column("underlying").to_pylist(), u.column("index_price").to_pylist()))
-
-
-def _wide_price_names(rounds: pa.Table) -> list[str]:
-    return [c.removeprefix("price_") for c in rounds.column_names if c.startswith("price_")]
 
 
 # ------------------------------------------------------------------------------------------------- page
@@ -679,8 +644,9 @@ def _document(summary: dict, sections: list[Section]) -> str:
     title = "End-of-day risk report"
     as_of = summary.get("as_of") or "-"
     meta = (f"as of {escape(str(as_of))} · {summary.get('accounts', 0):,} accounts · "
-            f"{(summary.get('rows') or {}).get('positions', 0):,} positions · source {escape(str(summary.get('source', '')))}"
-            f" · fastrisk {escape(str(summary.get('fastrisk_version', '')))} · run at "
+            f"{(summary.get('rows') or {}).get('positions', 0):,} positions · "
+            f"source {escape(str(summary.get('source', '')))} · "
+            f"fastrisk {escape(str(summary.get('fastrisk_version', '')))} · run at "
             f"{escape(str(summary.get('run_at') or dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')))}")
     nav = "".join(f'<a href="#{s.id}">{escape(s.title)}</a>' for s in sections)
     body = "".join(f'<section id="{s.id}"><h2>{escape(s.title)}</h2>{s.html}</section>' for s in sections)

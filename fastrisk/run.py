@@ -3,13 +3,10 @@
 
 The job is a list of uniform :class:`Step` s. A step has a name, a ``compute`` that calls engine functions
 and returns named tables, a ``summarize`` that turns them into what it adds to ``summary.json``, and the
-report sections that show them; the pipeline writes every table the same way. A step whose engine function
-this version of fastrisk does not have is *unavailable*: recorded, skipped, the rest runs. Availability is
-detected from the function itself (:func:`engine_function`: absent attribute, failed import, or the function
-raising ``NotImplementedError``), never from a version number, so a feature lights up the day it lands.
+report sections that show them; the pipeline writes every table the same way.
 
 The engine is the ``fastrisk`` package unless another object with the same function names is given, e.g. a
-distributed engine (SPEC §10), or a stand-in for a function whose issue has not landed yet.
+distributed engine (SPEC §10) or a stand-in in tests.
 
 Outputs are all-or-nothing. Everything is first written into a hidden staging directory inside ``out``
 (each file atomically, with :mod:`fastrisk.io`); only when every step, the report and the summary are done
@@ -21,6 +18,7 @@ it): nothing is left under a final name.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import math
@@ -29,7 +27,6 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Callable
 
 import pyarrow as pa
@@ -39,10 +36,6 @@ from . import summary as S
 from .errors import InputError
 from .io import atomic_write, write_parquet
 from .progress import Steps
-
-
-class Unavailable(Exception):
-    """The engine lacks a function a step needs (this fastrisk version does not have the feature yet)."""
 
 
 @dataclass(frozen=True)
@@ -56,24 +49,6 @@ class Options:
     max_rounds: int | None = None
     portfolio_margin: bool = False             # also margin every account by SPAN scenarios (a what-if)
     report: bool = True
-
-
-def engine_function(engine, name: str) -> Callable | None:
-    """The engine's function ``name`` (dotted for a submodule: ``"scenarios.span"``), or None if it has none.
-
-    ``import fastrisk.cascade`` makes the package attribute ``cascade`` the submodule rather than the function
-    of the same name; a module found where a function is expected is therefore searched for that function.
-    """
-    obj = engine
-    parts = name.split(".")
-    for k, part in enumerate(parts):
-        try:
-            obj = getattr(obj, part)
-        except (AttributeError, ImportError):
-            return None
-        if isinstance(obj, ModuleType) and k == len(parts) - 1:
-            obj = getattr(obj, part, None)
-    return obj if callable(obj) and not isinstance(obj, ModuleType) else None
 
 
 @dataclass
@@ -90,26 +65,22 @@ class Context:
     results: dict[str, object] = field(default_factory=dict)
 
     def function(self, name: str) -> Callable:
-        fn = engine_function(self.engine, name)
-        if fn is None:
-            raise Unavailable(f"fastrisk.{name} is not available in this version")
-        return fn
+        """The engine's function ``name`` (dotted for a submodule: ``"scenarios.span"``)."""
+        return functools.reduce(getattr, name.split("."), self.engine)
 
 
 @dataclass(frozen=True)
 class Step:
     """One piece of the job.
 
-    ``needs`` names the engine functions it calls (checked before it starts); ``compute(ctx)`` returns
-    ``{output name: table}`` (each written as ``<name>.parquet``; ``outputs`` declares the names);
-    ``summarize(ctx)`` returns the keys it adds to the summary; ``sections`` are the report's section
-    builders for these tables; ``work(ctx)`` is ``(units, unit)`` for the progress line; ``when(ctx)`` says
-    whether this run asked for the step at all.
+    ``compute(ctx)`` returns ``{output name: table}`` (each written as ``<name>.parquet``; ``outputs``
+    declares the names); ``summarize(ctx)`` returns the keys it adds to the summary; ``sections`` are the
+    report's section builders for these tables; ``work(ctx)`` is ``(units, unit)`` for the progress line;
+    ``when(ctx)`` says whether this run asked for the step at all.
     """
 
     name: str
     title: str
-    needs: tuple[str, ...]
     compute: Callable[[Context], dict[str, pa.Table]]
     outputs: tuple[str, ...]
     summarize: Callable[[Context], dict] | None = None
@@ -134,14 +105,13 @@ def _liquidation_prices(ctx):
 
 def _span_scenarios(ctx) -> pa.Table:
     if "scenarios" not in ctx.tables:
-        ctx.tables["scenarios"] = _as_table(ctx.function("scenarios.span")(ctx.market.underlyings))
+        ctx.tables["scenarios"] = ctx.function("scenarios.span")(ctx.market.underlyings)
     return ctx.tables["scenarios"]
 
 
 def _stress(ctx):
-    stress = ctx.function("stress")
     scenarios = _span_scenarios(ctx)
-    result = stress(ctx.market, ctx.book, scenarios)
+    result = ctx.function("stress")(ctx.market, ctx.book, scenarios)
     return {"scenarios": scenarios, "stress_accounts": result.accounts, "stress_scenarios": result.scenarios}
 
 
@@ -162,22 +132,12 @@ def _cascade(ctx):
                                ("max_rounds", o.max_rounds)) if v is not None}
     result = ctx.function("cascade")(ctx.market, ctx.book, shock=dict(o.shock), **extra)
     ctx.results["cascade"] = result
-    return {"cascade_rounds": _as_table(result.rounds), "cascade_accounts": _as_table(result.accounts)}
+    return {"cascade_rounds": result.rounds, "cascade_accounts": result.accounts}
 
 
 def _contagion(ctx):
     result = ctx.function("contagion")(ctx.market, ctx.book, dict(ctx.options.shock))
-    return {"contagion_accounts": _as_table(result.accounts), "contagion_summary": _as_table(result.summary)}
-
-
-def _as_table(value) -> pa.Table:
-    """A result part as a table: tables pass, record batches and Arrow streams convert, a dict of venue
-    totals becomes one row."""
-    if isinstance(value, pa.Table):
-        return value
-    if isinstance(value, dict):
-        return pa.table({k: [v] for k, v in value.items()})
-    return pa.table(value)
+    return {"contagion_accounts": result.accounts, "contagion_summary": result.summary}
 
 
 def _shocked(ctx) -> bool:
@@ -194,28 +154,25 @@ def _stress_summary(ctx):
 
 
 STEPS: tuple[Step, ...] = (
-    Step("account_risk", "account risk", ("account_risk",), _account_risk, ("account_risk",),
+    Step("account_risk", "account risk", _account_risk, ("account_risk",),
          lambda ctx: S.account_summary(ctx.tables["account_risk"]),
          (report.venue_section, report.margin_ratio_section)),
-    Step("position_risk", "position risk", ("position_risk",), _position_risk, ("position_risk",), None, (report.riskiest_section,),
+    Step("position_risk", "position risk", _position_risk, ("position_risk",), None, (report.riskiest_section,),
          work=lambda ctx: (ctx.book.positions.num_rows, "positions")),
-    Step("liquidation_prices", "liquidation prices", ("liquidation_prices",), _liquidation_prices,
-         ("liquidation_prices",),
+    Step("liquidation_prices", "liquidation prices", _liquidation_prices, ("liquidation_prices",),
          lambda ctx: S.liquidation_summary(ctx.tables["liquidation_prices"]), (report.liquidation_section,)),
-    Step("stress", "SPAN stress", ("stress", "scenarios.span"), _stress,
-         ("scenarios", "stress_accounts", "stress_scenarios"), _stress_summary, (report.stress_section,)),
-    Step("portfolio_margin", "portfolio margin", ("account_risk", "scenarios.span"), _portfolio_margin,
-         ("scenarios", "account_risk_portfolio"),
+    Step("stress", "SPAN stress", _stress, ("scenarios", "stress_accounts", "stress_scenarios"), _stress_summary,
+         (report.stress_section,)),
+    Step("portfolio_margin", "portfolio margin", _portfolio_margin, ("scenarios", "account_risk_portfolio"),
          lambda ctx: S.portfolio_summary(ctx.tables["account_risk"], ctx.tables["account_risk_portfolio"]),
          (report.portfolio_section,), when=lambda ctx: ctx.options.portfolio_margin),
-    Step("exposures", "exposures", ("exposures",), _exposures, ("exposures",),
+    Step("exposures", "exposures", _exposures, ("exposures",),
          lambda ctx: S.exposure_summary(ctx.tables["exposures"]), (report.exposure_section,)),
-    Step("cascade", "liquidation cascade", ("cascade",), _cascade, ("cascade_rounds", "cascade_accounts"),
+    Step("cascade", "liquidation cascade", _cascade, ("cascade_rounds", "cascade_accounts"),
          lambda ctx: S.cascade_summary(ctx.tables["cascade_rounds"], ctx.tables["cascade_accounts"],
                                        ctx.options.shock),
          (report.cascade_section,), when=_shocked),
-    Step("contagion", "contagion (cross vs isolated)", ("contagion",), _contagion,
-         ("contagion_accounts", "contagion_summary"),
+    Step("contagion", "contagion (cross vs isolated)", _contagion, ("contagion_accounts", "contagion_summary"),
          lambda ctx: S.contagion_summary(ctx.tables["contagion_summary"]), (report.contagion_section,),
          when=_shocked),
 )
@@ -269,8 +226,8 @@ def check_shock(market, shock: dict[str, float]) -> None:
                          count=len(unknown), examples=[repr(u) for u in unknown[:5]])
 
 
-def run(market, book, out, options: Options = Options(), *, steps=None, engine=None, progress: Steps | None = None,
-        source: str = "") -> RunResult:
+def run(market, book, out, options: Options = Options(), *, steps=None, engine=None,
+        progress: Steps | None = None, source: str = "") -> RunResult:
     """Run the end-of-day job on a validated venue and write its outputs into ``out`` (see the module doc).
 
     Parameters
@@ -280,7 +237,7 @@ def run(market, book, out, options: Options = Options(), *, steps=None, engine=N
         Output directory (created if needed); None computes and summarises without writing anything.
     options : Options
     steps : sequence of Step, optional
-        Default :data:`STEPS`; steps not asked for (``when``) or unavailable in the engine are skipped.
+        Default :data:`STEPS`; steps not asked for (``when``) are skipped.
     engine : object, optional
         Provides the functions by name; default the ``fastrisk`` package.
     progress : Steps, optional
@@ -290,8 +247,6 @@ def run(market, book, out, options: Options = Options(), *, steps=None, engine=N
     ------
     InputError
         Bad options (an unknown underlying in ``shock``) or input a step rejects; nothing is written.
-    Unavailable
-        A cascade was asked for (``options.shock``) and the engine has none; nothing is written.
     """
     steps = STEPS if steps is None else tuple(steps)
     engine = engine if engine is not None else importlib.import_module("fastrisk")
@@ -299,8 +254,6 @@ def run(market, book, out, options: Options = Options(), *, steps=None, engine=N
     ctx = Context(market, book, options, engine)
     if options.shock:
         check_shock(market, options.shock)
-        # Asked for explicitly: fail before any work rather than quietly leave it out.
-        ctx.function("cascade")
     states: dict[str, str] = {}
     ran: list[Step] = []
     with (_Staging(Path(out)) if out is not None else _Discard()) as staging:
@@ -308,19 +261,9 @@ def run(market, book, out, options: Options = Options(), *, steps=None, engine=N
             if not step.when(ctx):
                 states[step.name] = "not requested"
                 continue
-            missing = [name for name in step.needs if engine_function(engine, name) is None]
-            if missing:
-                states[step.name] = f"unavailable: fastrisk.{missing[0]} is not available in this version"
-                progress.note(f"{step.title}: not available in this version of fastrisk")
-                continue
             units, unit = step.work(ctx)
-            with progress.step(step.name, step.title, units, unit) as p:
-                try:
-                    tables = step.compute(ctx)
-                except (Unavailable, NotImplementedError) as e:  # present, but says it cannot do this yet
-                    states[step.name] = f"unavailable: {e}"
-                    p.outcome = "not available in this version"
-                    continue
+            with progress.step(step.name, step.title, units, unit):
+                tables = step.compute(ctx)
             ctx.tables.update(tables)
             states[step.name] = "done"
             ran.append(step)

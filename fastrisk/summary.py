@@ -1,10 +1,9 @@
 """Venue totals of a risk run: JSON-ready dicts for ``summary.json``, text for a terminal, and the per-underlying
 aggregations the report plots. Everything is aggregated here, in pyarrow/NumPy over whole columns, once.
 
-Each ``*_summary`` function turns one step's tables into the dict that step adds to ``summary.json``. The
-tables of stress, liquidation prices, exposures and cascades come from functions whose exact output columns
-are settled by their own issues; columns are looked up by the names SPEC §4-6 uses, with the close variants
-listed in ``COLUMNS`` (see :func:`pick`), so a renamed column shows up as a missing figure, not a crash.
+Each ``*_summary`` function turns one step's tables into the dict that step adds to ``summary.json``; the
+columns it reads are those of the engine's results (``fastrisk.liquidation``, ``scenario_risk``, ``exposure``,
+``liquidation_cascade``, ``cross_contagion``).
 """
 
 from __future__ import annotations
@@ -18,35 +17,6 @@ import pyarrow.compute as pc
 
 from . import codes as C
 
-# Figure -> column names it may have in a result table, the SPEC's word first. Used only where SPEC §4-6
-# describes a figure in prose rather than naming its column.
-COLUMNS = {
-    "scenario_loss": ("loss", "total_loss", "loss_usd", "total_loss_usd"),
-    "scenario_liquidatable": ("accounts_liquidatable", "n_liquidatable", "liquidatable",
-                              "accounts_liquidatable_after", "n_liquidatable_after", "liquidatable_after"),
-    "scenario_bankrupt": ("accounts_bankrupt", "n_bankrupt", "bankrupt", "accounts_bankrupt_after",
-                          "n_bankrupt_after", "bankrupt_after"),
-    "bad_debt": ("bad_debt", "bad_debt_usd"),
-    "round": ("round",),
-    "round_liquidated": ("round_liquidated", "round", "liquidated_round"),
-    "round_accounts": ("accounts_liquidated", "n_liquidated", "n_accounts_liquidated", "liquidated"),
-    "round_notional": ("notional_closed", "notional_closed_usd", "notional_liquidated", "liquidated_notional",
-                       "liquidated_notional_usd", "notional_usd", "notional"),
-    "insurance_fund_left": ("insurance_fund_left", "insurance_fund", "insurance_left", "fund_left"),
-    "account_loss": ("loss", "loss_usd"),
-}
-
-
-def pick(table: pa.Table | None, figure: str) -> str | None:
-    """The column of ``table`` holding ``figure`` (a key of ``COLUMNS`` or a plain column name), or None."""
-    if table is None:
-        return None
-    for name in COLUMNS.get(figure, (figure,)):
-        if name in table.column_names:
-            return name
-    return None
-
-
 def _f64(table: pa.Table, column: str) -> np.ndarray:
     """A float column as NumPy; nulls become NaN (callers decide what a null means)."""
     col = table.column(column)
@@ -58,7 +28,8 @@ def _f64(table: pa.Table, column: str) -> np.ndarray:
 
 def _strings(table: pa.Table, column: str) -> list[str]:
     col = table.column(column)
-    return [str(x) for x in (col.cast(col.type.value_type) if pa.types.is_dictionary(col.type) else col).to_pylist()]
+    col = col.cast(col.type.value_type) if pa.types.is_dictionary(col.type) else col
+    return [str(x) for x in col.to_pylist()]
 
 
 def _sum(table: pa.Table, column: str) -> float:
@@ -66,7 +37,8 @@ def _sum(table: pa.Table, column: str) -> float:
 
 
 def _groups(table: pa.Table, column: str):
-    """(names, codes): the distinct values of a string column, in order of first appearance, and each row's code."""
+    """(names, codes): the distinct values of a string column, in order of first appearance, and each row's
+    code."""
     col = table.column(column).combine_chunks()
     if not pa.types.is_dictionary(col.type):
         col = pc.dictionary_encode(col)
@@ -128,13 +100,15 @@ def account_summary(accounts: pa.Table) -> dict:
 
 
 def riskiest(accounts: pa.Table, n: int = 10) -> pa.Table:
-    """The ``n`` accounts with the highest margin ratio (bankrupt and liquidatable first), then lowest equity."""
+    """The ``n`` accounts with the highest margin ratio (bankrupt and liquidatable first), then lowest
+    equity."""
     order = pc.sort_indices(accounts, sort_keys=[("margin_ratio", "descending"), ("equity", "ascending")])
     return accounts.take(order[:n])
 
 
 def margin_ratio_quantiles(accounts: pa.Table, qs=(0.5, 0.9, 0.99, 0.999)) -> dict:
-    """Quantiles of the margin ratio over accounts that carry maintenance margin (inf included: it sorts last)."""
+    """Quantiles of the margin ratio over accounts that carry maintenance margin (inf included: it sorts
+    last)."""
     mm = _f64(accounts, "maintenance_margin")
     ratio = _f64(accounts, "margin_ratio")[mm > 0]
     out = {"accounts_with_margin": int(len(ratio)), "infinite": int(np.isinf(ratio).sum())}
@@ -158,13 +132,9 @@ def _distances(liq: pa.Table, side: str) -> np.ndarray:
 
 def cross_rows(liq: pa.Table) -> pa.Table:
     """The per-(account, underlying) cross rows of a liquidation-price table. SPEC §4 also gives isolated
-    positions their own price; if the table marks them (``isolated`` true or an ``instrument_id``), they are
-    a different question (one position, not the account) and are left out of account-level figures."""
-    if "isolated" in liq.column_names:
-        return liq.filter(pc.invert(pc.fill_null(liq.column("isolated"), False)))
-    if "instrument_id" in liq.column_names:
-        return liq.filter(pc.is_null(liq.column("instrument_id")))
-    return liq
+    positions their own price (``isolated`` true); they are a different question (one position, not the
+    account) and are left out of account-level figures."""
+    return liq.filter(pc.invert(liq.column("isolated")))
 
 
 def nearest_liquidation(liq: pa.Table) -> pa.Table:
@@ -212,7 +182,8 @@ def liquidation_by_underlying(liq: pa.Table, thresholds=LIQ_THRESHOLDS) -> list[
 
 
 def liquidation_curve(liq: pa.Table, underlying: str, side: str, moves: np.ndarray) -> np.ndarray:
-    """Accounts liquidated if ``underlying`` alone moves by each of ``moves`` (fractions) in direction ``side``."""
+    """Accounts liquidated if ``underlying`` alone moves by each of ``moves`` (fractions) in direction
+    ``side``."""
     liq = cross_rows(liq)
     mask = pc.equal(liq.column("underlying").cast(pa.string()), underlying)
     d = np.sort(_distances(liq.filter(mask), side))
@@ -235,9 +206,7 @@ def scenario_labels(scenarios: pa.Table) -> dict[int, str]:
     """A short description of each scenario: ``BTC -15% vol +10pt`` (several underlyings joined by ``, ``)."""
     ids = scenarios.column("scenario_id").to_pylist()
     und = _strings(scenarios, "underlying")
-    price = _f64(scenarios, "price_shock") if "price_shock" in scenarios.column_names else np.zeros(len(ids))
-    vol = _f64(scenarios, "vol_shock") if "vol_shock" in scenarios.column_names else np.zeros(len(ids))
-    weight = _f64(scenarios, "weight") if "weight" in scenarios.column_names else np.ones(len(ids))
+    price, vol, weight = (_f64(scenarios, c) for c in ("price_shock", "vol_shock", "weight"))
     parts: dict[int, list[str]] = {}
     w: dict[int, float] = {}
     for k, sid in enumerate(ids):
@@ -252,23 +221,19 @@ def scenario_labels(scenarios: pa.Table) -> dict[int, str]:
 
 def stress_summary(stress_accounts: pa.Table, stress_scenarios: pa.Table) -> dict:
     out = {"scenarios": stress_scenarios.num_rows}
-    loss = pick(stress_scenarios, "scenario_loss")
-    if loss and stress_scenarios.num_rows:
-        losses = _f64(stress_scenarios, loss)
+    if stress_scenarios.num_rows:
+        losses = _f64(stress_scenarios, "total_loss")
         worst = int(np.nanargmax(losses))
         out["worst_scenario"] = stress_scenarios.column("scenario_id")[worst].as_py()
         out["worst_scenario_loss_usd"] = float(losses[worst])
-        for figure in ("scenario_liquidatable", "scenario_bankrupt", "bad_debt"):
-            col = pick(stress_scenarios, figure)
-            if col:
-                out[f"worst_scenario_{figure.removeprefix('scenario_')}"] = stress_scenarios.column(col)[worst].as_py()
-    if "worst_loss" in stress_accounts.column_names:
-        worst_loss = stress_accounts.column("worst_loss")
-        out["accounts_with_loss"] = int(pc.sum(pc.greater(worst_loss, 0.0)).as_py() or 0)
-        # Each account's own worst scenario: an upper bound on any single scenario's loss, not a venue loss.
-        out["sum_account_worst_loss_usd"] = _sum(stress_accounts, "worst_loss")
-    if "status_after" in stress_accounts.column_names:
-        out["accounts_by_status_after"] = status_counts(stress_accounts.column("status_after"))
+        for key, col in (("liquidatable", "accounts_liquidatable"), ("bankrupt", "accounts_bankrupt"),
+                         ("bad_debt", "bad_debt")):
+            out[f"worst_scenario_{key}"] = stress_scenarios.column(col)[worst].as_py()
+    worst_loss = stress_accounts.column("worst_loss")
+    out["accounts_with_loss"] = int(pc.sum(pc.greater(worst_loss, 0.0)).as_py() or 0)
+    # Each account's own worst scenario: an upper bound on any single scenario's loss, not a venue loss.
+    out["sum_account_worst_loss_usd"] = _sum(stress_accounts, "worst_loss")
+    out["accounts_by_status_after"] = status_counts(stress_accounts.column("status_after"))
     return {"stress": out}
 
 
@@ -284,15 +249,14 @@ def portfolio_summary(cross: pa.Table, portfolio: pa.Table) -> dict:
 
 # --------------------------------------------------------------------------------------------- exposures
 def exposure_by_underlying(exposures: pa.Table, top: int = 10) -> list[dict]:
-    """Per underlying: accounts, long/short/net/gross delta in USD, gamma and vega sums, and the share of the
-    gross held by its ``top`` largest accounts (how concentrated the underlying is in a few hands).
+    """Per underlying: accounts, long/short/net/gross delta in USD, delta, gamma and vega sums, and the share
+    of the gross held by its ``top`` largest accounts (how concentrated the underlying is in a few hands).
     Sorted by gross, largest first."""
     if exposures.num_rows == 0:
         return []
     names, code = _groups(exposures, "underlying")
     delta = np.nan_to_num(_f64(exposures, "delta_usd"))
-    extra = {c: np.nan_to_num(_f64(exposures, c)) for c in ("delta", "gamma", "gamma_usd", "vega")
-             if c in exposures.column_names}
+    extra = {c: np.nan_to_num(_f64(exposures, c)) for c in ("delta", "gamma", "gamma_usd", "vega")}
     order = np.lexsort((-np.abs(delta), code))         # by underlying, then largest |delta| first
     starts = np.searchsorted(code[order], np.arange(len(names) + 1))
     rows = []
@@ -303,7 +267,7 @@ def exposure_by_underlying(exposures: pa.Table, top: int = 10) -> list[dict]:
         row = {"underlying": name, "accounts": int(len(seg)), "long_usd": float(d[d > 0].sum()),
                "short_usd": float(d[d < 0].sum()), "net_usd": float(d.sum()), "gross_usd": gross,
                f"top{top}_share": float(np.abs(d[:top]).sum() / gross) if gross > 0 else 0.0}
-        for c, values in extra.items():  # delta in underlying units, gamma and vega as the table gives them
+        for c, values in extra.items():  # delta in underlying units, gamma and vega as the exposures give them
             row[c] = float(values[seg].sum())
         rows.append(row)
     rows.sort(key=lambda r: (-r["gross_usd"], r["underlying"]))
@@ -321,71 +285,28 @@ def exposure_summary(exposures: pa.Table) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- cascade
-def cascade_prices(rounds: pa.Table, underlyings) -> dict[str, np.ndarray]:
-    """Price per round of each underlying in a cascade's rounds table, in round order.
-
-    SPEC §6 lists "price per underlying" among the rounds columns without fixing the layout: long (an
-    ``underlying`` and a ``price`` column, one row per round and underlying) or wide (one column per
-    underlying, named ``U``, ``price_U`` or ``U_price``). Both are read."""
-    rcol = pick(rounds, "round")
-    if "underlying" in rounds.column_names and "price" in rounds.column_names:
-        r = rounds.column(rcol).to_numpy() if rcol else np.arange(rounds.num_rows)
-        und = _strings(rounds, "underlying")
-        price = _f64(rounds, "price")
-        order = np.argsort(r, kind="stable")
-        out: dict[str, list] = {}
-        for k in order:
-            out.setdefault(und[k], []).append(price[k])
-        return {u: np.asarray(v) for u, v in out.items()}
-    out = {}
-    for u in underlyings:
-        for name in (u, f"price_{u}", f"{u}_price"):
-            if name in rounds.column_names:
-                out[u] = _f64(rounds, name)
-                break
-    return out
-
-
-def round_table(rounds: pa.Table) -> pa.Table:
-    """One row per round (a long-format rounds table collapsed), sorted by round."""
-    rcol = pick(rounds, "round")
-    if rcol is None:
-        return rounds
-    if "underlying" in rounds.column_names:
-        keep = [c for c in rounds.column_names if c not in ("underlying", "price")]
-        aggregated = rounds.select(keep).group_by(rcol, use_threads=False).aggregate([(c, "first") for c in keep if c != rcol])
-        rounds = aggregated.rename_columns([c.removesuffix("_first") for c in aggregated.column_names])
-    return rounds.take(pc.sort_indices(rounds, sort_keys=[(rcol, "ascending")]))
+def cascade_prices(rounds: pa.Table) -> dict[str, np.ndarray]:
+    """Price per round of each underlying (its ``price_<underlying>`` column in a cascade's rounds table)."""
+    return {c.removeprefix("price_"): _f64(rounds, c) for c in rounds.column_names if c.startswith("price_")}
 
 
 def cascade_summary(rounds: pa.Table, accounts: pa.Table, shock: dict) -> dict:
-    per_round = round_table(rounds)
     # Round 0 is the shock itself (SPEC §6), so liquidation rounds are the rows after it.
-    out: dict = {"shock": dict(shock), "rounds": max(per_round.num_rows - 1, 0)}
-    for figure, key in (("round_accounts", "accounts_liquidated"), ("round_notional", "notional_closed_usd"),
-                        ("bad_debt", "bad_debt_usd")):
-        col = pick(per_round, figure)
-        if col:
-            out[key] = float(_sum(per_round, col)) if figure != "round_accounts" else int(_sum(per_round, col))
-    col = pick(per_round, "insurance_fund_left")
-    if col and per_round.num_rows:
-        out["insurance_fund_left_usd"] = float(per_round.column(col)[-1].as_py())
-    rcol = pick(accounts, "round_liquidated")
-    if rcol:
-        out["accounts_liquidated_in_accounts_table"] = int(accounts.num_rows - accounts.column(rcol).null_count)
-    lcol = pick(accounts, "account_loss")
-    if lcol:
-        out["account_loss_usd"] = _sum(accounts, lcol)
-    return {"cascade": out}
+    return {"cascade": {
+        "shock": dict(shock),
+        "rounds": max(rounds.num_rows - 1, 0),
+        "accounts_liquidated": int(_sum(rounds, "accounts_liquidated")),
+        "notional_closed_usd": _sum(rounds, "notional_closed"),
+        "bad_debt_usd": _sum(rounds, "bad_debt"),
+        "insurance_fund_left_usd": float(rounds.column("insurance_fund_left")[-1].as_py()),
+        "accounts_liquidated_in_accounts_table": accounts.num_rows - accounts.column("round_liquidated").null_count,
+        "account_loss_usd": _sum(accounts, "loss"),
+    }}
 
 
 def contagion_summary(summary_table: pa.Table) -> dict:
-    """A contagion result's venue totals (one row, or ``metric``/``value`` rows) as a flat dict."""
-    if {"metric", "value"} <= set(summary_table.column_names):
-        return {"contagion": dict(zip(summary_table.column("metric").to_pylist(),
-                                      summary_table.column("value").to_pylist()))}
-    row = summary_table.slice(0, 1).to_pylist()
-    return {"contagion": row[0] if row else {}}
+    """A contagion result's venue totals (its one-row summary table) as a flat dict."""
+    return {"contagion": summary_table.to_pylist()[0]}
 
 
 # --------------------------------------------------------------------------------------------- text
@@ -448,20 +369,17 @@ def _format_steps(summary: dict) -> list[str]:
     if "cascade" in summary:
         c = summary["cascade"]
         shock = ", ".join(f"{u} {v:+.1%}" for u, v in c["shock"].items())
-        lines += ["", f"cascade after {shock}: {c['rounds']} rounds"
-                  + (f", {c['accounts_liquidated']:,} accounts liquidated" if "accounts_liquidated" in c else "")
-                  + (f", {usd(c['notional_closed_usd'])} closed" if "notional_closed_usd" in c else "")
-                  + (f", bad debt {usd(c['bad_debt_usd'])}" if "bad_debt_usd" in c else "")]
-    missing = [name for name, state in (summary.get("steps") or {}).items() if state.startswith("unavailable")]
-    if missing:
-        lines += ["", "not in this fastrisk version: " + ", ".join(missing)]
+        lines += ["", f"cascade after {shock}: {c['rounds']} rounds, {c['accounts_liquidated']:,} accounts "
+                      f"liquidated, {usd(c['notional_closed_usd'])} closed, bad debt {usd(c['bad_debt_usd'])}"]
     return lines
 
 
-def moved_underlyings(prices: dict[str, np.ndarray], index: dict[str, float], shocked=(), limit: int = 6) -> list[str]:
+def moved_underlyings(prices: dict[str, np.ndarray], index: dict[str, float], shocked=(),
+                      limit: int = 6) -> list[str]:
     """The underlyings worth showing in a cascade's path: the shocked ones, then those the forced flow moved
     most (by more than 1 bp), at most ``limit``; a dozen flat lines tell a reader nothing."""
     shocked = set(shocked)
     move = {u: float(np.max(np.abs(p / index.get(u, p[0]) - 1))) if len(p) else 0.0 for u, p in prices.items()}
-    ranked = sorted((u for u in prices if u in shocked or move[u] > 1e-4), key=lambda u: (u not in shocked, -move[u], u))
+    ranked = sorted((u for u in prices if u in shocked or move[u] > 1e-4),
+                    key=lambda u: (u not in shocked, -move[u], u))
     return ranked[:limit]

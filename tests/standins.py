@@ -1,12 +1,13 @@
-"""Stand-ins for the engine functions other issues are building (SPEC §4-6), for the run and report tests.
+"""A stand-in engine for the run and report tests (``run(..., engine=...)``, SPEC §10).
 
-``StandInEngine`` is an engine for :func:`fastrisk.run.run`: it answers every name the real ``fastrisk``
-package has and adds ``liquidation_prices``, ``scenarios.span``, ``stress``, ``account_risk(mode="portfolio")``,
-``exposures``, ``cascade`` and ``contagion`` with the SPEC's output shapes. The figures are simple linear
-approximations from ``position_risk`` (delta exposure per account and underlying), deterministic and
-internally consistent (a scenario's loss is the sum of its accounts' losses, a cascade liquidates accounts
-whose distance to liquidation the price path crosses), which is all the pipeline and report tests need:
-they check the plumbing and the aggregation, not the risk formulas (the issues' own tests do that).
+``StandInEngine`` answers every name the real ``fastrisk`` package has and replaces ``liquidation_prices``,
+``scenarios.span``, ``stress``, ``account_risk(mode="portfolio")``, ``exposures``, ``cascade`` and
+``contagion`` with functions whose results have the columns the job reads from the real ones. The figures
+are simple linear approximations from ``position_risk`` (delta exposure per account and underlying),
+deterministic and internally consistent (a scenario's loss is the sum of its accounts' losses, a cascade
+liquidates accounts whose distance to liquidation the price path crosses), which is all the pipeline and
+report tests need: they check the plumbing and the aggregation, not the risk formulas (the engine's own
+tests do that).
 """
 
 from __future__ import annotations
@@ -22,15 +23,13 @@ from fastrisk.codes import STATUS_NAMES
 
 
 class StandInEngine:
-    def __init__(self, cascade_layout: str = "wide"):
-        self.cascade_layout = cascade_layout  # "wide" (price_U columns) or "long" (underlying, price rows)
+    def __init__(self):
         self.scenarios = SimpleNamespace(span=span)
         self.calls: list[str] = []
 
     def __getattr__(self, name):  # everything else: the real package
         return getattr(fastrisk, name)
 
-    # ------------------------------------------------------------------ issue 3
     def account_risk(self, market, book, mode="cross", scenarios=None, **kw):
         self.calls.append(f"account_risk:{mode}")
         cross = fastrisk.account_risk(market, book, **kw)
@@ -79,18 +78,18 @@ class StandInEngine:
                 liq_after.append(base_liq - int(was_liq.sum()) + int(is_liq.sum()))
                 bank_after.append(base_bank - int((equity[a] < 0).sum()) + int((after < 0).sum()))
                 bad_debt.append(float(np.minimum(after, 0).sum() + np.minimum(np.delete(equity, a), 0).sum()))
+        ratio = mm / np.maximum(equity_after, 1e-300)
         status = np.where(equity_after < 0, 3, np.where((mm > 0) & (equity_after <= mm), 2,
-                                                        np.where((mm > 0) & (mm / np.maximum(equity_after, 1e-300) >= 0.8), 1, 0)))
+                                                        np.where((mm > 0) & (ratio >= 0.8), 1, 0)))
         acc = pa.table({"account_id": accounts.column("account_id"), "worst_loss": worst,
                         "worst_scenario": pa.array(worst_id, mask=worst_id < 0).cast(pa.int32()),
                         "equity_after": equity_after,
                         "status_after": pa.DictionaryArray.from_arrays(pa.array(status, pa.int8()),
                                                                        pa.array(STATUS_NAMES))})
-        sc = pa.table({"scenario_id": pa.array(ids, pa.int32()), "loss": losses,
+        sc = pa.table({"scenario_id": pa.array(ids, pa.int32()), "total_loss": losses,
                        "accounts_liquidatable": liq_after, "accounts_bankrupt": bank_after, "bad_debt": bad_debt})
         return SimpleNamespace(accounts=acc, scenarios=sc.take(pc.sort_indices(sc, [("scenario_id", "ascending")])))
 
-    # ------------------------------------------------------------------ issue 4
     def liquidation_prices(self, market, book):
         self.calls.append("liquidation_prices")
         p = _pairs(market, book)
@@ -103,6 +102,7 @@ class StandInEngine:
         down[down >= 1] = np.nan  # a fall of 100 % or more: no price
         idx = p["index"]
         return pa.table({"account_id": p["account_id"], "underlying": p["underlying"],
+                         "isolated": np.zeros(len(d), bool), "instrument_id": pa.nulls(len(d), pa.int32()),
                          "liq_price_down": pa.array(idx * (1 - down), from_pandas=True),
                          "liq_price_up": pa.array(idx * (1 + up), from_pandas=True),
                          "distance_down": pa.array(down, from_pandas=True),
@@ -143,21 +143,13 @@ class StandInEngine:
             mult = mult * np.maximum(1 + 0.01 * flow / depth, 0.01)
             rows.append(dict(round=r, mult=mult.copy(), accounts=int(hit.sum()),
                              notional=float(np.abs(p["delta_usd"][closing]).sum()), bad_debt=bad, fund=fund))
-        if self.cascade_layout == "long":
-            rounds = pa.table({"round": [x["round"] for x in rows for _ in names],
-                               "underlying": [u for _ in rows for u in names],
-                               "price": [float(index[k] * x["mult"][k]) for x in rows for k in range(len(names))],
-                               "accounts_liquidated": [x["accounts"] for x in rows for _ in names],
-                               "notional_closed": [x["notional"] for x in rows for _ in names],
-                               "bad_debt": [x["bad_debt"] for x in rows for _ in names],
-                               "insurance_fund_left": [x["fund"] for x in rows for _ in names]})
-        else:
-            cols = {"round": pa.array([x["round"] for x in rows], pa.int32())}
-            cols.update({f"price_{u}": [float(index[k] * x["mult"][k]) for x in rows] for k, u in enumerate(names)})
-            cols.update({"accounts_liquidated": [x["accounts"] for x in rows],
-                         "notional_closed": [x["notional"] for x in rows],
-                         "bad_debt": [x["bad_debt"] for x in rows], "insurance_fund_left": [x["fund"] for x in rows]})
-            rounds = pa.table(cols)
+        # The columns of liquidation_cascade.CascadeResult.rounds that the job reads, in its order.
+        cols = {"round": pa.array([x["round"] for x in rows], pa.int32()),
+                "accounts_liquidated": [x["accounts"] for x in rows],
+                "notional_closed": [x["notional"] for x in rows],
+                "bad_debt": [x["bad_debt"] for x in rows], "insurance_fund_left": [x["fund"] for x in rows]}
+        cols.update({f"price_{u}": [float(index[k] * x["mult"][k]) for x in rows] for k, u in enumerate(names)})
+        rounds = pa.table(cols)
         acc = pa.table({"account_id": ids, "round_liquidated": pa.array(liquidated_in, mask=liquidated_in < 0),
                         "loss": loss})
         return SimpleNamespace(rounds=rounds, accounts=acc)
@@ -170,9 +162,10 @@ class StandInEngine:
         iso = np.floor(n_pos * 0.5).astype(np.int64) * lost  # half of them would have survived alone
         accounts = pa.table({"account_id": result.accounts.column("account_id"),
                              "positions_lost_cross": n_pos * lost, "positions_lost_isolated": iso})
-        return SimpleNamespace(accounts=accounts, summary={
-            "accounts_liquidated_cross": int(lost.sum()), "accounts_liquidated_isolated": int((iso > 0).sum()),
-            "contagion_positions": int((n_pos * lost - iso).sum()), "efficiency_positions": 0})
+        summary = pa.table({"accounts_liquidated_cross": [int(lost.sum())],
+                            "accounts_liquidated_isolated": [int((iso > 0).sum())],
+                            "contagion_positions": [int((n_pos * lost - iso).sum())], "efficiency_positions": [0]})
+        return SimpleNamespace(accounts=accounts, summary=summary)
 
 
 def span(underlyings: pa.Table, extreme_multiple: float = 2.0) -> pa.Table:

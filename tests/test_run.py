@@ -1,5 +1,5 @@
 """The end-of-day job (fastrisk.run): every output, totals equal to the tables, all-or-nothing writes,
-feature detection, and the CLI commands over it (run --shock, cascade, demo)."""
+another engine through ``engine``, and the CLI commands over it (run --shock, cascade, demo)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import json
 import math
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from fastrisk.errors import InputError
 from fastrisk.io import atomic_write, write_parquet
 from fastrisk.progress import Steps
 
-from standins import StandInEngine, span
+from standins import StandInEngine
 
 PER_ACCOUNT = ("account_risk", "stress_accounts", "account_risk_portfolio", "cascade_accounts", "contagion_accounts")
 PER_PAIR = ("liquidation_prices", "exposures")  # (account, underlying): only accounts with exposure
@@ -49,8 +48,8 @@ def venue_dir(tmp_path_factory, venue):
 def standin_run(tmp_path_factory, venue):
     market, book = venue
     out = tmp_path_factory.mktemp("run") / "out"
-    result = R.run(market, book, out, R.Options(shock={"BTC": -0.2}, portfolio_margin=True), engine=StandInEngine())
-    return out, result
+    options = R.Options(shock={"BTC": -0.2}, portfolio_margin=True)
+    return out, R.run(market, book, out, options, engine=StandInEngine())
 
 
 def _strict_json(path: Path) -> dict:
@@ -71,11 +70,11 @@ def test_run_writes_every_output_and_totals_equal_the_tables(tmp_path, venue):
     result = R.run(market, book, out)
     summary = _strict_json(out / "summary.json")
     assert summary["steps"]["account_risk"] == summary["steps"]["position_risk"] == "done"
-    # Each step either ran and wrote every declared table, or says why not; nothing else is in `out`.
+    # Each step asked for ran and wrote every declared table; nothing else is in `out`.
     expected = {"summary.json", "report.html"}
     for step in R.STEPS:
         state = summary["steps"][step.name]
-        assert state == "done" or state.startswith(("unavailable", "not requested")), state
+        assert state == ("not requested" if step.name in ("portfolio_margin", "cascade", "contagion") else "done")
         if state == "done":
             expected |= {f"{name}.parquet" for name in step.outputs}
     assert {p.name for p in out.iterdir()} == expected
@@ -106,7 +105,7 @@ def test_run_writes_every_output_and_totals_equal_the_tables(tmp_path, venue):
 
 
 # --------------------------------------------------------------------------------------------- every step
-def test_every_step_lights_up_with_an_engine_that_has_it(standin_run, venue):
+def test_every_step_runs_with_another_engine(standin_run, venue):
     out, result = standin_run
     market, book = venue
     assert set(result.summary["steps"].values()) == {"done"}
@@ -127,7 +126,7 @@ def test_step_summaries_equal_their_tables(standin_run):
     read = lambda name: pq.read_table(out / f"{name}.parquet")
 
     scen, acc = read("stress_scenarios"), read("stress_accounts")
-    losses = scen.column("loss").to_pylist()
+    losses = scen.column("total_loss").to_pylist()
     worst = max(range(len(losses)), key=losses.__getitem__)
     assert s["stress"]["scenarios"] == scen.num_rows == 16 * 40
     assert s["stress"]["worst_scenario_loss_usd"] == losses[worst]
@@ -136,8 +135,8 @@ def test_step_summaries_equal_their_tables(standin_run):
     assert s["stress"]["sum_account_worst_loss_usd"] == pytest.approx(math.fsum(acc.column("worst_loss").to_pylist()))
     assert s["stress"]["accounts_with_loss"] == sum(x > 0 for x in acc.column("worst_loss").to_pylist())
     assert s["stress"]["worst_scenario_label"].startswith(
-        pq.read_table(out / "scenarios.parquet").filter(pc.equal(pc.field("scenario_id"), s["stress"]["worst_scenario"]))
-        .column("underlying")[0].as_py())
+        pq.read_table(out / "scenarios.parquet")
+        .filter(pc.equal(pc.field("scenario_id"), s["stress"]["worst_scenario"])).column("underlying")[0].as_py())
 
     exp = read("exposures").to_pylist()
     e = s["exposures"]
@@ -176,42 +175,6 @@ def test_step_summaries_equal_their_tables(standin_run):
         math.fsum(pm.column("maintenance_margin").to_pylist()))
     assert s["contagion"]["accounts_liquidated_cross"] == read("contagion_summary").column(
         "accounts_liquidated_cross")[0].as_py()
-
-
-def test_missing_functions_are_unavailable_not_errors(tmp_path, venue):
-    market, book = venue
-    # An engine with only the core: every other step is skipped with its reason; the core still runs.
-    core = types.SimpleNamespace(account_risk=fr.account_risk, position_risk=fr.position_risk)
-    result = R.run(market, book, tmp_path / "out", engine=core)
-    states = result.summary["steps"]
-    assert states["account_risk"] == "done"
-    assert states["liquidation_prices"] == "unavailable: fastrisk.liquidation_prices is not available in this version"
-    assert states["stress"].startswith("unavailable") and states["cascade"] == "not requested"
-    # A function that exists but says NotImplementedError (account_risk before mode="portfolio") is unavailable too.
-    def cross_only(market, book, mode="cross", **kw):
-        if mode != "cross":
-            raise NotImplementedError(f"mode={mode!r}")
-        return fr.account_risk(market, book, **kw)
-    engine = StandInEngine()
-    engine.account_risk = cross_only
-    states = R.run(market, book, None, R.Options(portfolio_margin=True), engine=engine).summary["steps"]
-    assert states["portfolio_margin"] == "unavailable: mode='portfolio'" and states["stress"] == "done"
-    assert R.run(market, book, None, engine=engine).summary["steps"]["portfolio_margin"] == "not requested"
-
-
-def test_engine_function_finds_a_function_shadowed_by_its_module():
-    # `import fastrisk.cascade` rebinds fastrisk.cascade to the submodule; the function is inside it.
-    pkg = types.ModuleType("pkg")
-    sub = types.ModuleType("pkg.cascade")
-    sub.cascade = lambda: "the function"
-    pkg.cascade = sub
-    pkg.scenarios = types.SimpleNamespace(span=lambda: "span")
-    assert R.engine_function(pkg, "cascade")() == "the function"
-    assert R.engine_function(pkg, "scenarios.span")() == "span"
-    assert R.engine_function(pkg, "stress") is None and R.engine_function(pkg, "scenarios.grid") is None
-    empty = types.ModuleType("pkg.stress")
-    pkg.stress = empty  # a module without the function: not available
-    assert R.engine_function(pkg, "stress") is None
 
 
 # --------------------------------------------------------------------------------------------- all or nothing
@@ -316,24 +279,13 @@ def test_parse_shock():
         R.parse_shock(["BTC=0.1", "BTC=0.2"])
 
 
-def test_shock_errors_exit_2_before_reading(tmp_path, venue_dir, capsys, monkeypatch):
-    monkeypatch.setattr(fr, "cascade", StandInEngine().cascade, raising=False)
+def test_shock_errors_exit_2_before_reading(tmp_path, venue_dir, capsys):
     assert main(["run", str(venue_dir), "--out", str(tmp_path / "a"), "--shock", "BTC=-150%"]) == 2
     assert "shock" in capsys.readouterr().err
     assert main(["run", str(venue_dir), "--out", str(tmp_path / "b"), "--shock", "NOPE=-0.2"]) == 2
     err = capsys.readouterr().err
     assert "shock.underlying: must be one of underlyings.underlying" in err and "'NOPE'" in err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
-
-
-def test_cascade_unavailable_exits_1_with_a_clear_message(tmp_path, venue_dir, capsys, monkeypatch):
-    monkeypatch.setattr(fr, "cascade", None, raising=False)  # this version has no cascade
-    assert main(["cascade", str(venue_dir), "--shock", "BTC=-0.2"]) == 1
-    err = capsys.readouterr().err
-    assert "not available in this version" in err and "Traceback" not in err
-    assert main(["run", str(venue_dir), "--out", str(tmp_path / "out"), "--shock", "BTC=-0.2"]) == 1
-    assert "not available in this version" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
 
 
 def test_cascade_subcommand_prints_the_path_and_writes_with_out(tmp_path, venue_dir, capsys):
@@ -351,14 +303,13 @@ def test_cascade_subcommand_prints_the_path_and_writes_with_out(tmp_path, venue_
     assert 'id="cascade"' in (out / "report.html").read_text()
 
 
-def test_run_with_shock_includes_the_cascade(tmp_path, venue_dir, capsys, monkeypatch):
-    engine = StandInEngine()
-    monkeypatch.setattr(fr, "cascade", engine.cascade, raising=False)
+def test_run_with_shock_includes_the_cascade(tmp_path, venue_dir, capsys):
     out = tmp_path / "out"
     assert main(["run", str(venue_dir), "--out", str(out), "--shock", "BTC=-0.2", "--impact", "linear",
                  "--max-rounds", "3", "--quiet", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["steps"]["cascade"] == "done" and summary["cascade"]["rounds"] <= 4
+    assert summary["steps"]["cascade"] == summary["steps"]["contagion"] == "done"
+    assert summary["cascade"]["rounds"] <= 3
     assert summary["parameters"]["shock"] == {"BTC": -0.2} and summary["parameters"]["impact"] == "linear"
     assert (out / "cascade_rounds.parquet").exists() and 'id="cascade"' in (out / "report.html").read_text()
 
@@ -396,18 +347,6 @@ def test_progress_lines_on_a_terminal_only(venue):
     assert f"{book.n_accounts:,}/{book.n_accounts:,} accounts" in account_line and account_line.endswith(" s")
     assert any(line.lstrip().startswith("position risk") and "positions" in line for line in final)
     assert set(steps.timings) >= {"account_risk", "position_risk", "stress", "write"}
-
-    # Steps this version lacks say so in a line of their own; nothing "failed".
-    term = _Terminal()
-    def cross_only(market, book, mode="cross", **kw):
-        if mode != "cross":
-            raise NotImplementedError(mode)
-        return fr.account_risk(market, book, **kw)
-    core = types.SimpleNamespace(account_risk=cross_only, position_risk=fr.position_risk,
-                                 scenarios=types.SimpleNamespace(span=span))
-    R.run(market, book, None, R.Options(portfolio_margin=True), engine=core, progress=Steps(stream=term))
-    assert "  liquidation prices: not available in this version of fastrisk\n" in term.text
-    assert "(not available in this version)\n" in term.text and "failed" not in term.text
 
     quiet, pipe = _Terminal(), _Terminal()
     pipe.isatty = lambda: False
