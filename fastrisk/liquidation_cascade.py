@@ -240,8 +240,10 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
         fee = np.minimum(liquidation_fee * notional, np.maximum(eq, 0.0))
         eq_i, notional_i = out_iso[0, liq_iso], out_iso[2, liq_iso]
         fee_i = np.minimum(liquidation_fee * notional_i, np.maximum(eq_i, 0.0))
-        round_of[dead], eq_at[dead], fee_paid[dead] = rnd, eq, fee
-        bad_debt[dead] = np.maximum(-eq, 0.0)
+        round_of[dead], eq_at[dead] = rnd, eq
+        # Added, not set: an isolated position of the account may have been closed in an earlier round.
+        fee_paid[dead] += fee
+        bad_debt[dead] += np.maximum(-eq, 0.0)
         left[dead] = np.maximum(eq - fee, 0.0)
         owners = account_of_position[dead_pos]
         np.add.at(fee_paid, owners, fee_i)

@@ -107,13 +107,21 @@ def test_thread_count_changes_nothing(venue):
     assert one.rounds.equals(many.rounds) and one.accounts.equals(many.accounts) and one.path.equals(many.path)
 
 
-@pytest.mark.parametrize("impact, shock", [("sqrt", {"BTC": -0.2}), ("linear", {"BTC": -0.12, "ETH": -0.08})])
-def test_screened_kernel_equals_reference(impact, shock):
+@pytest.mark.parametrize("impact, shock, k", [("sqrt", {"BTC": -0.2}, 1.0),
+                                             ("linear", {"BTC": -0.12, "ETH": -0.08}, 1.0),
+                                             ("sqrt", {"BTC": -0.2}, 60.0)])
+def test_screened_kernel_equals_reference(impact, shock, k):
     # The reference re-values every live bucket every round; the kernel only those the price path reached
-    # (kernels/cascade.py). Same rounds, same accounts, same losses.
+    # (kernels/cascade.py). Same rounds, same accounts, same losses. k = 60: impact halves prices (beyond
+    # liquidation_cascade.SCREEN_WINDOW, where the screen checks everyone), and accounts lose isolated positions
+    # rounds before their cross bucket (fees and bad debt of both add up).
     market, book = fr.generate.exchange(400, seed=12)
-    got = fr.cascade(market, book, shock, impact=impact, insurance_fund=5e4)
-    ref_rounds, ref_accounts = reference.cascade(market, book, shock, impact=impact, insurance_fund=5e4)
+    got = fr.cascade(market, book, shock, impact=impact, insurance_fund=5e4, k=k)
+    ref_rounds, ref_accounts = reference.cascade(market, book, shock, impact=impact, insurance_fund=5e4, k=k)
+    if k > 1.0:
+        first = got.rounds.to_pylist()[0]
+        moved = [r[c] / first[c] for r in got.rounds.to_pylist() for c in r if c.startswith("price_")]
+        assert min(moved) < 0.5
     rounds = got.rounds.to_pylist()
     assert len(rounds) == len(ref_rounds) >= 2
     for g, e in zip(rounds, ref_rounds):
