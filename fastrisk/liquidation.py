@@ -96,14 +96,17 @@ def tier_terms(market: Market):
 
 
 def bucket_multipliers(market: Market, bound: BoundBook, val: Valuation, *, split: bool = False,
-                       rate: float = 0.0, option_margin=OPTION_MARGIN) -> Buckets:
+                       rate: float = 0.0, option_margin=OPTION_MARGIN, window=None) -> Buckets:
     """Liquidation factors of every bucket, moving one underlying at a time from the valuation ``val``.
 
     ``split=True`` gives the cascade's screen instead: ``down``/``up`` the fastest g can fall per unit of m
-    moved down/up (inf where unbounded) and ``excess`` g at ``val`` (see ``kernels.cascade``).
+    moved down/up (inf where unbounded), for m in ``window`` (default: the whole search range), and
+    ``excess`` g at ``val`` (see ``kernels.cascade``).
     """
+    from .kernels.liquidation import M_MAX, M_MIN
     from .kernels.liquidation import group_positions, liquidation_factors
 
+    w_lo, w_hi = (M_MIN, M_MAX) if window is None else window
     M = market.arrays
     book = kernel_book(bound)
     moving = kernel_moving(market, rate)
@@ -118,7 +121,8 @@ def bucket_multipliers(market: Market, bound: BoundBook, val: Valuation, *, spli
     down, up, excess = np.empty(r), np.empty(r), np.empty(r if split else 0)
     inst, tiers = kernel_market(market)
     liquidation_factors(row_start, order, separable, account, underlying, position, down, up, excess, bool(split), book,
-                        inst, tier_terms(market), tiers, (val.price, val.forward, val.settle_px, val.asset_px),
+                        inst, tier_terms(market) + (float(w_lo), float(w_hi)), tiers,
+                        (val.price, val.forward, val.settle_px, val.asset_px),
                         (M.asset_cw, M.asset_bw), tuple(float(x) for x in option_margin), moving)
     return Buckets(row_start, account, underlying, position, down, up, excess, n_cross, separable, order)
 

@@ -24,6 +24,9 @@ __all__ = ["cascade", "CascadeResult", "format_rounds", "shock_multipliers", "IM
 IMPACT_MODELS = ("sqrt", "linear", "none")
 LIQUIDATION_FEE = 0.005   # of the notional closed, Binance-like clearance fee; goes to the insurance fund
 SQRT_IMPACT_K = 1.0       # square-root law coefficient (Almgren et al. 2005; Toth et al. 2011: order 1)
+# The moves from the shocked prices over which the screen's fall rates hold (kernels/cascade.py): narrower
+# than the liquidation-price range, so that a future's bound spans only the brackets it can reach.
+SCREEN_WINDOW = (0.5, 2.0)
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,7 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     >>> int(result.rounds.column("round")[0].as_py())
     0
     """
+    from .kernels._jit import n_chunks
     from .kernels.cascade import check_accounts, check_isolated, forced_flow, screen
     from .kernels.margin import ACCOUNT_FLOAT_COLUMNS
     from .liquidation import bucket_multipliers, kernel_book, kernel_moving
@@ -175,7 +179,8 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
 
     # The screen's excess and fall rates from the shocked prices (kernels/cascade.py).
     shocked = value_instruments(market, mult0, rate=rate)
-    bk = bucket_multipliers(market, bound, shocked, split=True, rate=rate, option_margin=option_margin)
+    bk = bucket_multipliers(market, bound, shocked, split=True, rate=rate, option_margin=option_margin,
+                            window=SCREEN_WINDOW)
     has_cross = bk.n_cross > 0
     g_account = np.full(n, np.inf)
     g_account[has_cross] = bk.excess[bk.row_start[:-1][has_cross]]  # every cross row holds the bucket's
@@ -189,6 +194,11 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     settle_u = moving[1][bound.pos_instrument[iso_pos]]
     iso_always = (settle_u >= 0) & (settle_u != M.underlying[bound.pos_instrument[iso_pos]])
     account_always = (bk.separable == 0) & (bk.n_cross > 0)
+    cross_rows = bk.position < 0
+    # The screen's pre-test: how fast the whole cross bucket can fall per unit of the largest move.
+    fall_total = np.bincount(bk.account[cross_rows], weights=np.maximum(bk.down, bk.up)[cross_rows], minlength=n)
+    reach = np.full(int(max_rounds), np.inf)
+    in_window = True
 
     account_live = np.ones(n, np.uint8)
     position_live = np.ones(len(B.quantity), np.uint8)
@@ -213,13 +223,22 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
         flag_account = np.zeros(n, np.uint8)
         flag_position = np.zeros(len(B.quantity), np.uint8)
         hist[rnd - 1] = mult / mult0
-        screen(hist[rnd - 1], hist, bk.row_start, bk.underlying, bk.position, bk.down, bk.up, g_account, g_row,
-               ref_account, ref_position, account_live, position_live, flag_account, flag_position)
+        x = hist[rnd - 1]
+        reach[:rnd] = np.abs(x - hist[:rnd]).max(axis=1)
+        # Once outside the window, references can be too: from then on every round checks everyone.
+        in_window = in_window and bool(np.all((x >= SCREEN_WINDOW[0]) & (x <= SCREEN_WINDOW[1])))
+        if in_window:
+            screen(x, hist, reach, bk.row_start, bk.n_cross, bk.underlying, bk.down, bk.up, fall_total, g_account,
+                   ref_account, account_live, iso_rows, iso_pos, g_row, ref_position, position_live, flag_account,
+                   flag_position)
+        else:  # beyond the window the fall rates hold over: every live bucket is checked
+            flag_account[:] = 1
+            flag_position[:] = 1
         cand = np.flatnonzero(((flag_account != 0) | account_always) & (account_live != 0))
         iso_cand_k = np.flatnonzero(((flag_position[iso_pos] != 0) | iso_always) & (position_live[iso_pos] != 0))
         iso_cand = iso_pos[iso_cand_k]
         out = np.empty((3, len(cand)))
-        check_accounts(cand, out, kbook, inst, tiers, vt, weights, option_margin)
+        check_accounts(cand, out, kbook, inst, tiers, vt, weights, option_margin, n_chunks(len(cand), 1 << 14))
         out_iso = np.empty((3, len(iso_cand)))
         check_isolated(iso_cand, out_iso, kbook, inst, tiers, vt, option_margin)
         liq = (out[1] > 0) & (out[0] <= out[1])

@@ -22,7 +22,7 @@ import numpy as np
 from numba import prange
 
 from ..codes import OPTION
-from ._jit import inline, kernel
+from ._jit import chunked, inline, kernel
 from .margin import account_figures, isolated_bucket, position_figures, position_usd
 
 # The bound is exact arithmetic on rounded figures: a bucket is flagged a hair early rather than late.
@@ -30,33 +30,42 @@ SCREEN_MARGIN = 1e-9
 
 
 @kernel(parallel=True, nrt=False)
-def screen(x, hist, row_start, row_u, row_pos, fall_down, fall_up, g_account, g_row, ref_account, ref_position,
-           account_live, position_live, flag_account, flag_position):
+def screen(x, hist, reach, row_start, n_cross, row_u, fall_down, fall_up, fall_total, g_account, ref_account,
+           account_live, iso_rows, iso_pos, g_row, ref_position, position_live, flag_account, flag_position):
     """Flag the live buckets the moves ``x`` [u] (since the shock) may have made liquidatable:
     ``flag_account[a] = 1`` for a cross bucket, ``flag_position[p] = 1`` for an isolated position.
 
     A cross bucket last known to have excess ``g_account[a]`` at the moves ``hist[ref_account[a]]`` [k, u] is
-    flagged when the sum over its cross rows of ``fall * |x_u - hist_u|`` (``fall_down`` for a move down,
-    ``fall_up`` up) reaches it; an isolated position likewise with its own row, ``g_row`` [r] and
-    ``ref_position`` [p]. Accounts run in parallel, each summing its rows in order."""
+    flagged when the sum over its cross rows (the first ``n_cross[a]`` of ``row_start[a]:``) of
+    ``fall * |x_u - hist_u|`` (``fall_down`` for a move down,
+    ``fall_up`` up) reaches it. Most accounts are cleared without reading their rows: that sum is at most
+    ``fall_total[a] * reach[k]`` (``fall_total`` = the sum over its cross rows of the larger fall rate,
+    ``reach[k] = max_u |x_u - hist[k, u]|``), so an account whose excess exceeds this (with a relative slack
+    far above rounding) cannot be flagged. An isolated position (``iso_pos`` [j], its row ``iso_rows`` [j]) is
+    checked likewise with its own row, ``g_row`` [r] and ``ref_position`` [p]. Accounts and isolated
+    positions run in parallel; each account sums its rows in order."""
     for a in prange(row_start.shape[0] - 1):
-        live = account_live[a] != 0
+        if account_live[a] == 0 or n_cross[a] == 0:
+            continue
+        g = g_account[a]
         ref = ref_account[a]
+        if fall_total[a] * reach[ref] * (1.0 + 1e-12) < g * (1.0 - SCREEN_MARGIN):
+            continue  # the pre-test: cannot have fallen to its threshold
         fall = 0.0
-        cross = False
-        for r in range(row_start[a], row_start[a + 1]):
-            p = row_pos[r]
+        for r in range(row_start[a], row_start[a] + n_cross[a]):
             u = row_u[r]
-            if p < 0:
-                if live:
-                    cross = True
-                    fall += _fall(x[u] - hist[ref, u], fall_down[r], fall_up[r])
-            elif position_live[p]:
-                own = _fall(x[u] - hist[ref_position[p], u], fall_down[r], fall_up[r])
-                if own >= g_row[r] * (1.0 - SCREEN_MARGIN):
-                    flag_position[p] = 1
-        if cross and fall >= g_account[a] * (1.0 - SCREEN_MARGIN):
+            fall += _fall(x[u] - hist[ref, u], fall_down[r], fall_up[r])
+        if fall >= g * (1.0 - SCREEN_MARGIN):
             flag_account[a] = 1
+    for j in prange(iso_rows.shape[0]):
+        p = iso_pos[j]
+        if position_live[p] == 0:
+            continue
+        r = iso_rows[j]
+        u = row_u[r]
+        own = _fall(x[u] - hist[ref_position[p], u], fall_down[r], fall_up[r])
+        if own >= g_row[r] * (1.0 - SCREEN_MARGIN):
+            flag_position[p] = 1
 
 
 @inline
@@ -70,31 +79,35 @@ def _fall(dx, fall_down, fall_up):
     return 0.0
 
 
-@kernel(parallel=True, nrt=False)
-def check_accounts(candidates, out, book, inst, tiers, val, weights, option_margin):
+@chunked
+def check_accounts(candidates, out, book, inst, tiers, val, weights, option_margin, n_chunks):
     """Cross bucket of each candidate account at the round's prices: ``out`` [3, j] = equity, MM and gross
-    notional (USD), with the code of ``account_risk``."""
+    notional (USD), with the code of ``account_risk``. Chunked: a round's few candidates run serially (waking
+    the thread pool costs more, and a busy core delays the whole parallel pass)."""
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
         bal_amount = book
     price, forward, settle_px, asset_px = val
-    for j in prange(candidates.shape[0]):
-        a = candidates[j]
-        coll, upnl, optv, im, mm, gross, iso_eq, n_iso = account_figures(
-            a, pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset,
-            bal_amount, inst, tiers, price, forward, settle_px, asset_px, weights[0], weights[1], option_margin)
-        out[0, j] = coll + upnl + optv
-        out[1, j] = mm
-        out[2, j] = gross
+    n = candidates.shape[0]
+    for c in prange(n_chunks):
+        for j in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            a = candidates[j]
+            coll, upnl, optv, im, mm, gross, iso_eq, n_iso = account_figures(
+                a, pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start,
+                bal_asset, bal_amount, inst, tiers, price, forward, settle_px, asset_px, weights[0], weights[1],
+                option_margin)
+            out[0, j] = coll + upnl + optv
+            out[1, j] = mm
+            out[2, j] = gross
 
 
-@kernel(parallel=True, nrt=False)
+@kernel(nrt=False)
 def check_isolated(candidates, out, book, inst, tiers, val, option_margin):
     """Each candidate isolated position's own bucket at the round's prices: ``out`` [3, j] = equity, MM and
-    notional (USD), as ``margin.isolated_bucket`` sees them."""
+    notional (USD), as ``margin.isolated_bucket`` sees them. Serial: a round has a few thousand at most."""
     _, pos_instrument, quantity, entry_price, _, isolated_margin, _, _, _ = book
     kind, size, tier_first, tier_last, option_type, strike = inst
     price, forward, settle_px, _ = val
-    for j in prange(candidates.shape[0]):
+    for j in range(candidates.shape[0]):
         p = candidates[j]
         i = pos_instrument[p]
         notional, upnl, value, im, mm, _ = position_figures(

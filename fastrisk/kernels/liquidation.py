@@ -240,15 +240,20 @@ def slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms, tiers, v
     Down and up differ only at a cap: the notional is then at the top of its bracket t (``tier_margin``), and
     the side where it grows is in bracket t + 1.
 
+    The bounds hold for m in the window ``[terms[4], terms[5]]`` (the search range for liquidation prices, a
+    narrower one for the cascade's screen): a future's bracket t then ranges over the brackets its notional
+    reaches in the window, and the bound takes the extreme mmf / maintenance amount among those.
+
     Derivatives of ``margin.position_figures`` with the row moved by ``margin.moved_instrument`` (c = contract
-    size, P, F = today's mark and forward, S = settle price, E = entry, t = bracket, mmf_t <= ``terms[1]``):
+    size, P, F = today's mark and forward, S = settle price, E = entry, t = bracket):
 
     * on another underlying, settled in a coin following u: ``(value - MM) * S * m``, slope exactly
       ``(value - MM) * S``;
-    * linear future, settle asset not following u: ``q*c*P*S - mmf_t*|q|*c*P*S``, in
-      ``[q*c*P*S - mmf_max*|q|*c*P*S, q*c*P*S]``;
+    * linear future, settle asset not following u: ``q*c*P*S - mmf_t*|q|*c*P*S``, between the reachable
+      brackets' largest and smallest mmf;
     * inverse future settled in a coin following u: USD upnl ``q*c*S*(m/E - 1/P)``, MM ``mmf_t*|q|*c*S/P -
-      amount_t*S*m``: slope ``q*c*S/E + amount_t*S`` (plus the isolated margin times S for an isolated one);
+      amount_t*S*m``: slope ``q*c*S/E + amount_t*S`` (plus the isolated margin times S for an isolated one),
+      between the reachable brackets' smallest and largest amount;
     * option, settle asset not following u: ``q*c*F*S*delta`` with call delta in [0, D], put delta in [-D, 0]
       (D = the discount factor, Black-76; a given mark moves by the model's change), minus the short
       option's MM ``mm_fraction*|q|*c*F*S``;
@@ -257,7 +262,7 @@ def slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms, tiers, v
     """
     _, _, quantity, entry_price, isolated, isolated_margin, _, _, _ = book
     kind, size, option_type = inst[0], inst[1], inst[4]
-    mmf_max, amount_min, amount_max = terms[1], terms[2], terms[3]
+    w_lo, w_hi = terms[4], terms[5]
     price, forward, settle_px = val[0], val[1], val[2]
     inst_underlying, settle_underlying, years, rate = moving[0], moving[1], moving[5], moving[7]
     cap, mmf, amount = tiers[0], tiers[2], tiers[3]
@@ -275,15 +280,16 @@ def slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms, tiers, v
     t_grow = t + 1 if t < inst[3][i] and notional >= cap[t] else t
     if k == LINEAR and not coin:
         base = qq * size[i] * price[i] * sx
-        return (base - mmf_max[i] * abs(base), base, base - mmf[t] * abs(base),
+        f_lo, f_hi = reachable(mmf, cap, inst[2][i], inst[3][i], notional * w_lo, notional * w_hi)
+        return (base - f_hi * abs(base), base - f_lo * abs(base), base - mmf[t] * abs(base),
                 base - mmf[t_grow] * abs(base))
     if k == INVERSE and coin:
         # The coin notional shrinks as m grows.
         base = qq * size[i] * sx / entry_price[q]
         if isolated[q]:
             base += isolated_margin[q] * sx
-        return (base + amount_min[i] * sx, base + amount_max[i] * sx, base + amount[t_grow] * sx,
-                base + amount[t] * sx)
+        a_lo, a_hi = reachable(amount, cap, inst[2][i], inst[3][i], notional / w_hi, notional / w_lo)
+        return base + a_lo * sx, base + a_hi * sx, base + amount[t_grow] * sx, base + amount[t] * sx
     if k == OPTION and not coin:
         disc = 1.0
         if rate < 0.0 and years[i] > 0.0:
@@ -299,6 +305,22 @@ def slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms, tiers, v
             hi_k -= short_mm
         return lo_k, hi_k, np.nan, np.nan
     return -np.inf, np.inf, np.nan, np.nan
+
+
+@inline
+def reachable(figure, cap, first, last, n_lo, n_hi):
+    """``(min, max)`` of a bracket figure (mmf or maintenance amount) over the brackets a notional in
+    ``[n_lo, n_hi]`` can be in (brackets ``first..last``, as ``margin.tier_margin`` assigns them)."""
+    t = first
+    while t < last and n_lo > cap[t]:
+        t += 1
+    lo = figure[t]
+    hi = figure[t]
+    while t < last and n_hi > cap[t]:
+        t += 1
+        lo = min(lo, figure[t])
+        hi = max(hi, figure[t])
+    return lo, hi
 
 
 @inline
@@ -560,10 +582,11 @@ def liquidation_factors(row_start, order, separable, out_account, out_u, out_pos
     index, -1 for a cross row), ``out_down`` / ``out_up`` [r] (factors; 1.0 = liquidatable now, NaN = none in
     range; with ``split``, the fall rates of ``bucket_factors`` instead, and ``out_excess`` [r] the bucket's
     excess, else ``out_excess`` may be empty). ``order`` and ``separable`` come from ``group_positions``.
-    ``val = (price, forward, settle_px, asset_px)`` is the valuation moved from (today's, or a shocked one); ``weights = (collateral_weight,
-    borrow_weight)`` per asset; ``terms = (mm_convex, mmf_max, amount_min, amount_max)`` [i]: the
-    instrument's mmf never falls from bracket to bracket, and the range of its mmf and maintenance amounts;
-    ``moving`` as in ``margin.moved_instrument``. Outputs are allocated by the caller.
+    ``val = (price, forward, settle_px, asset_px)`` is the valuation moved from (today's, or a shocked one);
+    ``weights = (collateral_weight, borrow_weight)`` per asset; ``terms = (mm_convex, mmf_max, amount_min,
+    amount_max, w_lo, w_hi)``: per instrument [i] whether its mmf never falls from bracket to bracket, and the
+    range of its mmf and maintenance amounts; then the window of factors the slope bounds must hold over
+    (``slope_bounds``); ``moving`` as in ``margin.moved_instrument``. Outputs are allocated by the caller.
 
     The loop body is one compiled call per account: the parallel pass analyses a small body, and the call
     costs a few nanoseconds. The index is cast because the parallel loop's own is unsigned once lowered,
