@@ -49,7 +49,9 @@ def chunked(fn):
 
 
 def helper(fn):
-    """A function called from kernels, compiled once on its own; LLVM inlines it where that pays.
+    """A larger function called from several kernels (a per-account pass), compiled once on its own; LLVM
+    inlines it where that pays. Where ``inline`` would copy it, and all it inlines, into every call site and
+    multiply compile time, this keeps the first run on a machine short.
 
     Compiled without reference counting: helpers take tuples of arrays and allocate nothing, and unpacking
     those tuples would otherwise cost an atomic increment and decrement per array and call.
@@ -58,10 +60,10 @@ def helper(fn):
 
 
 def inline(fn):
-    """A small helper on an innermost hot path, inlined at Numba IR level into each caller.
-
-    Only for the few where measurement shows the call costs more than the work: IR inlining recompiles the
-    helper and everything it inlines at every call site, which multiplies compile time.
+    """A helper on a hot path (per position, per scenario), inlined at Numba IR level into each caller:
+    called with tuples of arrays, a real call would cost more than its arithmetic. IR inlining recompiles
+    the helper, and all it inlines, at every call site: large composites called from several kernels are
+    ``helper`` s instead.
     """
     return numba.jit(inline="always", **_SETTINGS)(fn)
 
