@@ -242,7 +242,8 @@ def slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms, tiers, v
 
     The bounds hold for m in the window ``[terms[4], terms[5]]`` (the search range for liquidation prices, a
     narrower one for the cascade's screen): a future's bracket t then ranges over the brackets its notional
-    reaches in the window, and the bound takes the extreme mmf / maintenance amount among those.
+    reaches in the window, and the bound takes the extreme mmf / maintenance amount among those (over the
+    whole search range, the schedule's: ``terms[1:4]``).
 
     Derivatives of ``margin.position_figures`` with the row moved by ``margin.moved_instrument`` (c = contract
     size, P, F = today's mark and forward, S = settle price, E = entry, t = bracket):
@@ -263,6 +264,8 @@ def slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms, tiers, v
     _, _, quantity, entry_price, isolated, isolated_margin, _, _, _ = book
     kind, size, option_type = inst[0], inst[1], inst[4]
     w_lo, w_hi = terms[4], terms[5]
+    # Over the whole search range a future reaches (nearly) every bracket: the schedule's extremes, precomputed.
+    whole = w_lo <= M_MIN and w_hi >= M_MAX
     price, forward, settle_px = val[0], val[1], val[2]
     inst_underlying, settle_underlying, years, rate = moving[0], moving[1], moving[5], moving[7]
     cap, mmf, amount = tiers[0], tiers[2], tiers[3]
@@ -280,7 +283,10 @@ def slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms, tiers, v
     t_grow = t + 1 if t < inst[3][i] and notional >= cap[t] else t
     if k == LINEAR and not coin:
         base = qq * size[i] * price[i] * sx
-        f_lo, f_hi = reachable(mmf, cap, inst[2][i], inst[3][i], notional * w_lo, notional * w_hi)
+        if whole:
+            f_lo, f_hi = 0.0, terms[1][i]
+        else:
+            f_lo, f_hi = reachable(mmf, cap, inst[2][i], inst[3][i], notional * w_lo, notional * w_hi)
         return (base - f_hi * abs(base), base - f_lo * abs(base), base - mmf[t] * abs(base),
                 base - mmf[t_grow] * abs(base))
     if k == INVERSE and coin:
@@ -288,7 +294,10 @@ def slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms, tiers, v
         base = qq * size[i] * sx / entry_price[q]
         if isolated[q]:
             base += isolated_margin[q] * sx
-        a_lo, a_hi = reachable(amount, cap, inst[2][i], inst[3][i], notional / w_hi, notional / w_lo)
+        if whole:
+            a_lo, a_hi = terms[2][i], terms[3][i]
+        else:
+            a_lo, a_hi = reachable(amount, cap, inst[2][i], inst[3][i], notional / w_hi, notional / w_lo)
         return base + a_lo * sx, base + a_hi * sx, base + amount[t_grow] * sx, base + amount[t] * sx
     if k == OPTION and not coin:
         disc = 1.0
@@ -389,6 +398,38 @@ def next_point(m, down, grid, p, lo, hi, order, u, book, inst, tiers, val, movin
 
 
 @inline
+def one_segment(x, down, p, lo, hi, order, u, book, inst, tiers, val, moving):
+    """Whether g is one linear segment from 1 to ``x`` (below 1 if ``down``): no future of the bucket on ``u``
+    meets a cap strictly between (its notional at ``x`` is still in the bracket it enters leaving 1). Reads
+    each future's brackets only up to its own, not the whole schedule (``next_point``)."""
+    _, pos_instrument, quantity, _, _, _, _, _, _ = book
+    kind, size, tier_first, tier_last = inst[0], inst[1], inst[2], inst[3]
+    cap = tiers[0]
+    price = val[0]
+    inst_underlying = moving[0]
+    if p >= 0:
+        lo, hi = 0, 1
+    for j in range(lo, hi):
+        q = p if p >= 0 else order[j]
+        i = pos_instrument[q]
+        if inst_underlying[i] != u or kind[i] == OPTION or quantity[q] == 0.0:
+            continue
+        units = abs(quantity[q]) * size[i]
+        linear = kind[i] == LINEAR
+        n1 = units * price[i] if linear else units / price[i]  # notional at m = 1
+        nx = n1 * x if linear else n1 / x
+        first, last = tier_first[i], tier_last[i]
+        t = first
+        while t < last and n1 > cap[t]:
+            t += 1
+        if (nx > n1) and t < last and n1 >= cap[t]:
+            t += 1  # at a cap, growing: the next bracket
+        if nx > cap[t] or (t > first and nx < cap[t - 1]):
+            return False
+    return True
+
+
+@inline
 def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, a, p, u, fixed, lo, hi, sep, order, book, inst, terms,
            tiers, val, weights, option_margin, moving):
     """One bucket's evaluation at m = 1 (``d = 0``: returns ``moving_figures``'s six figures there), or its
@@ -398,7 +439,8 @@ def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, a, p, u, fixed, lo, hi, s
     [M_MIN, M_MAX].
 
     *Tangent*, linear buckets: g is linear from 1 to the nearest breakpoint (or the range end), so if g falls
-    there its root is ``1 + g1 / rate`` (Binance's closed form, one evaluation to confirm it); if that lies
+    there its root is ``1 + g1 / rate`` (Binance's closed form; evaluated a quarter tolerance outward to
+    confirm it, so that rounding rarely leaves g a hair above 0 there); if that lies
     beyond the range end with no breakpoint before it, or g does not fall and there is no breakpoint, there is
     no crossing at all (no evaluation). When g is positive at the tangent's root (rounding) or a breakpoint
     comes first, the walk below decides.
@@ -426,17 +468,21 @@ def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, a, p, u, fixed, lo, hi, s
     x = 1.0
     chosen = d == 0
     tangent = d != 0 and how != GRID_WALK
-    nudge = False
     if tangent:
-        # The first segment's exact fall rate outward, and where the segment ends.
+        # The first segment's exact fall rate outward, and its root.
         rate = e_dn if down else -e_up
-        seg = next_point(1.0, down, False, p, lo, hi, order, u, book, inst, tiers, val, moving)
         root = 1.0 + sgn * (g_near / rate) if rate > 0.0 else end
-        if rate > 0.0 and (root > seg if down else root < seg):
-            x = root  # inside the segment: the exact root, evaluated below to confirm it
+        if root < end if down else root > end:
+            root = end
+        if one_segment(root, down, p, lo, hi, order, u, book, inst, tiers, val, moving):
+            if root == end:
+                return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0  # linear to the range end without reaching 0
+            # Inside the segment: the exact root, a quarter tolerance outward so that rounding in g's sum
+            # rarely leaves it a hair above 0; evaluated below to confirm it.
+            x = root + sgn * (0.25 * REL_TOL * root)
             chosen = True
-        elif seg == end:
-            return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0  # linear to the range end without reaching 0
+        elif root != end and one_segment(end, down, p, lo, hi, order, u, book, inst, tiers, val, moving):
+            return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0
         else:
             tangent = False
     far = end
@@ -469,17 +515,11 @@ def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, a, p, u, fixed, lo, hi, s
         if tangent:
             if gx <= 0.0:
                 return x, 0.0, 0.0, 0.0, 0.0, 0.0
+            # Rounding beyond the tolerance: walk on from here (a concave bucket checks the range end first).
             near = x
             g_near = gx
-            if nudge:
-                # Not the root after all: walk on from here (a concave bucket checks the range end first).
-                tangent = False
-                check_end = how == CONCAVE
-                continue
-            # Rounding left g a hair above 0 at the computed root: one tolerance farther closes the bracket.
-            nudge = True
-            x = near + sgn * (0.25 * REL_TOL * near)
-            chosen = True
+            tangent = False
+            check_end = how == CONCAVE
             continue
         if check_end:
             if gx > 0.0:
