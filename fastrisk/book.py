@@ -39,6 +39,7 @@ class BookArrays(ReadOnlyArrays):
     bal_amount: np.ndarray        # [b] asset units
     bal_row: np.ndarray           # [b] int64 row in the input table; empty when rows are in input order
     bal_asset_names: pa.Array     # the distinct asset names the balances use
+    zero_entry: int               # positions whose entry price is 0: allowed for options only
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,8 @@ class Book:
         bounds = np.array([POSITIONS[c].closed_bounds() for c in
                            ("instrument_id", "quantity", "entry_price", "isolated_margin")])
         start_rows = np.empty(n, np.int64)  # scratch: only the pages of run starts are ever touched
-        bad, not_increasing, chunk_starts = checks.position_scan(acc, inst, qty, entry, iso_margin, isolated,
-                                                                 bounds, start_rows, k)
+        bad, not_increasing, zero_entry, chunk_starts = checks.position_scan(
+            acc, inst, qty, entry, iso_margin, isolated, bounds, start_rows, k)
         for j in np.flatnonzero(bad):
             col = POSITIONS[("instrument_id", "quantity", "entry_price", "isolated_margin")[j]]
             values = (inst, qty, entry, iso_margin)[j]
@@ -149,7 +150,7 @@ class Book:
             account_id=accounts, pos_start=pos_start, instrument_id=inst, quantity=qty, entry_price=entry,
             isolated=isolated, isolated_margin=iso_margin, pos_row=pos_row, bal_start=bal_start,
             bal_asset=bal_asset.astype(np.int32, copy=False), bal_amount=amount, bal_row=bal_row,
-            bal_asset_names=encoded.dictionary.cast(pa.string()))
+            bal_asset_names=encoded.dictionary.cast(pa.string()), zero_entry=int(zero_entry))
 
     def bind(self, market) -> BoundBook:
         """Resolve instrument ids and asset names against ``market`` (cached per market)."""
@@ -166,18 +167,18 @@ class Book:
         A, M = self.arrays, market.arrays
         n = len(A.instrument_id)
         pos_instrument = np.empty(n, np.int32)
-        is_future = (M.kind != C.OPTION).astype(np.uint8)
-        missing, bad_entry = checks.resolve_instruments(A.instrument_id, A.entry_price, M.id_to_index, is_future,
-                                                        pos_instrument, n_chunks(n))
+        missing = checks.resolve_instruments(A.instrument_id, M.id_to_index, pos_instrument, n_chunks(n))
         if missing:
             rows = _input_rows(A.pos_row, checks.first_rows_where(pos_instrument < 0, checks.MAX_EXAMPLES))
             raise InputError("positions", "instrument_id", "must be one of instruments.instrument_id", rows,
                              missing, examples(self.positions, POSITIONS, "instrument_id", rows))
-        if bad_entry:
-            flags = (is_future[pos_instrument] != 0) & ~(A.entry_price > 0)
-            rows = _input_rows(A.pos_row, checks.first_rows_where(flags, checks.MAX_EXAMPLES))
-            raise InputError("positions", "entry_price", "must be > 0 for futures", rows, bad_entry,
-                             examples(self.positions, POSITIONS, "entry_price", rows))
+        if A.zero_entry:  # the scan saw entry prices of 0 (entry >= 0 is checked there): are any futures'?
+            flags = (M.kind[pos_instrument] != C.OPTION) & (A.entry_price == 0.0)
+            bad_entry = int(flags.sum())
+            if bad_entry:
+                rows = _input_rows(A.pos_row, checks.first_rows_where(flags, checks.MAX_EXAMPLES))
+                raise InputError("positions", "entry_price", "must be > 0 for futures", rows, bad_entry,
+                                 examples(self.positions, POSITIONS, "entry_price", rows))
         local_to_market = pc.index_in(A.bal_asset_names, value_set=market.asset_names).fill_null(-1)
         bal_asset = np.empty(len(A.bal_asset), np.int32)
         unknown, dup = checks.resolve_balance_assets(

@@ -195,6 +195,17 @@ def test_future_entry_price_must_be_positive():
             "> 0 for futures")
 
 
+def test_zero_entry_price_is_allowed_for_options_only():
+    from test_examples import option_instruments
+
+    market = _market(instruments=option_instruments())
+    accounts = fr.account_risk(market, _book(B.positions([(1, 10, -1.0, 0.0, None)])))  # a premium of 0
+    assert 1 in accounts.column("account_id").to_pylist()
+    _expect(lambda: fr.account_risk(market, _book(B.positions([(1, 10, -1.0, 0.0, None),
+                                                                (2, 1, 1.0, 0.0, None)]))),
+            "positions", "entry_price", 1, "> 0 for futures")
+
+
 def test_unknown_balance_asset():
     _expect(lambda: fr.account_risk(_market(), _book(bal=B.balances([(1, "USDT", 1.0), (2, "EUR", 5.0)]))),
             "balances", "asset", 1, "assets.asset")

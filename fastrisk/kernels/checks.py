@@ -73,27 +73,22 @@ def outside_rows(x, valid, lo, hi, limit):
 # ------------------------------------------------------------------------ positions against the market
 
 @chunked
-def resolve_instruments(instrument_id, entry_price, id_to_index, is_future, out, k):
-    """Dense instrument rows of every position into ``out`` (-1 for unknown ids), in one read that also
-    counts futures whose entry price is not > 0. Returns ``(n_unknown, n_bad_entry)``."""
+def resolve_instruments(instrument_id, id_to_index, out, k):
+    """Dense instrument rows of every position into ``out`` (-1 for unknown ids); returns how many are
+    unknown."""
     n = instrument_id.shape[0]
     size = id_to_index.shape[0]
     unknown = np.zeros(k, np.int64)
-    bad_entry = np.zeros(k, np.int64)
     for c in prange(k):
         n_unknown = 0
-        n_bad = 0
         for r in range(index(c * n // k), index((c + 1) * n // k)):
             v = instrument_id[r]
             looked_up = id_to_index[index(min(max(v, 0), size - 1))]
             code = looked_up if (v >= 0) & (v < size) else -1
             out[r] = code
-            known = code >= 0
-            n_unknown += not known
-            n_bad += known & (is_future[index(max(code, 0))] != 0) & (not (entry_price[r] > 0.0))
+            n_unknown += code < 0
         unknown[c] = n_unknown
-        bad_entry[c] = n_bad
-    return unknown.sum(), bad_entry.sum()
+    return unknown.sum()
 
 
 @chunked
@@ -200,11 +195,12 @@ def position_scan(account, instrument, quantity, entry_price, isolated_margin, i
     not above the previous row's, and where accounts start.
 
     ``bounds`` [4, 2]: [lo, hi] of instrument_id, quantity, entry_price, isolated_margin (the latter
-    checked only where ``isolated``). Returns ``(violations [4], key_not_increasing, starts [k])``, and
-    records the rows that begin a new account run as ``run_start_rows`` does (``start_rows`` [n]).
+    checked only where ``isolated``). Returns ``(violations [4], key_not_increasing, zero_entry, starts [k])``
+    (``zero_entry``: rows whose entry price is 0, which only options may have), and records the rows that
+    begin a new account run as ``run_start_rows`` does (``start_rows`` [n]).
     """
     n = account.shape[0]
-    counts = np.zeros((k, 5), np.int64)
+    counts = np.zeros((k, 6), np.int64)
     starts = np.zeros(k, np.int64)
     inst_lo, inst_hi = bounds[0, 0], bounds[0, 1]
     qty_lo, qty_hi = bounds[1, 0], bounds[1, 1]
@@ -217,6 +213,7 @@ def position_scan(account, instrument, quantity, entry_price, isolated_margin, i
         n_qty = 0
         n_entry = 0
         n_iso = 0
+        n_zero = 0
         for r in range(index(b0), index(b1)):
             v = np.float64(instrument[r])
             n_inst += not ((v >= inst_lo) & (v <= inst_hi))
@@ -224,6 +221,7 @@ def position_scan(account, instrument, quantity, entry_price, isolated_margin, i
             n_qty += not ((v >= qty_lo) & (v <= qty_hi))
             v = entry_price[r]
             n_entry += not ((v >= entry_lo) & (v <= entry_hi))
+            n_zero += v == 0.0
             v = isolated_margin[r]
             n_iso += (isolated[r] != 0) & (not ((v >= iso_lo) & (v <= iso_hi)))
         n_key = 0
@@ -234,11 +232,12 @@ def position_scan(account, instrument, quantity, entry_price, isolated_margin, i
         counts[c, 2] = n_entry
         counts[c, 3] = n_iso
         counts[c, 4] = n_key
+        counts[c, 5] = n_zero
         starts[c] = _record_run_starts(account, b0, b1, start_rows)
-    total = np.zeros(5, np.int64)
+    total = np.zeros(6, np.int64)
     for c in range(k):
         total += counts[c]
-    return total[:4], total[4], starts
+    return total[:4], total[4], total[5], starts
 
 
 @inline
