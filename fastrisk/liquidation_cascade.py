@@ -192,8 +192,10 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     iso_pos = bk.position[iso_rows]
     moving = kernel_moving(market, rate)
     settle_u = moving[1][bound.pos_instrument[iso_pos]]
-    iso_always = (settle_u >= 0) & (settle_u != M.underlying[bound.pos_instrument[iso_pos]])
-    account_always = (bk.separable == 0) & (bk.n_cross > 0)
+    iso_always = ((settle_u >= 0) & (settle_u != M.underlying[bound.pos_instrument[iso_pos]])).astype(np.uint8)
+    account_always = ((bk.separable == 0) & (bk.n_cross > 0)).astype(np.uint8)
+    flag_account = np.zeros(n, np.uint8)
+    flag_iso = np.zeros(len(iso_pos), np.uint8)
     cross_rows = bk.position < 0
     # The screen's pre-test: how fast the whole cross bucket can fall per unit of the largest move.
     fall_total = np.bincount(bk.account[cross_rows], weights=np.maximum(bk.down, bk.up)[cross_rows], minlength=n)
@@ -220,8 +222,6 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     for rnd in range(1, int(max_rounds) + 1):
         val = shocked if rnd == 1 else value_instruments(market, mult, rate=rate)
         vt = (val.price, val.forward, val.settle_px, val.asset_px)
-        flag_account = np.zeros(n, np.uint8)
-        flag_position = np.zeros(len(B.quantity), np.uint8)
         hist[rnd - 1] = mult / mult0
         x = hist[rnd - 1]
         reach[:rnd] = np.abs(x - hist[:rnd]).max(axis=1)
@@ -229,13 +229,13 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
         in_window = in_window and bool(np.all((x >= SCREEN_WINDOW[0]) & (x <= SCREEN_WINDOW[1])))
         if in_window:
             screen(x, hist, reach, bk.row_start, bk.n_cross, bk.underlying, bk.down, bk.up, fall_total, g_account,
-                   ref_account, account_live, iso_rows, iso_pos, g_row, ref_position, position_live, flag_account,
-                   flag_position)
+                   ref_account, account_live, account_always, iso_rows, iso_pos, iso_always, g_row, ref_position,
+                   position_live, flag_account, flag_iso)
         else:  # beyond the window the fall rates hold over: every live bucket is checked
-            flag_account[:] = 1
-            flag_position[:] = 1
-        cand = np.flatnonzero(((flag_account != 0) | account_always) & (account_live != 0))
-        iso_cand_k = np.flatnonzero(((flag_position[iso_pos] != 0) | iso_always) & (position_live[iso_pos] != 0))
+            flag_account[:] = account_live
+            flag_iso[:] = position_live[iso_pos]
+        cand = np.flatnonzero(flag_account)
+        iso_cand_k = np.flatnonzero(flag_iso)
         iso_cand = iso_pos[iso_cand_k]
         out = np.empty((3, len(cand)))
         check_accounts(cand, out, kbook, inst, tiers, vt, weights, option_margin, n_chunks(len(cand), 1 << 14))

@@ -13,7 +13,8 @@ the moves ``x``, ``g >= g_k - sum_u fall_u * |x_u - x_k,u|``: while that sum sta
 is safe without looking at it. The others are candidates, re-valued exactly with the shared account kernel
 at the round's prices; a candidate that survives becomes its own new reference (``g_k``, ``x_k`` = this
 round's), so it is looked at again only once prices move on enough. Buckets that do not separate are checked
-whenever they are alive.
+whenever they are alive. The fall rates hold for moves in a window around the shocked prices
+(``liquidation_cascade.SCREEN_WINDOW``); the caller checks everyone once prices leave it.
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ SCREEN_MARGIN = 1e-9
 
 @kernel(parallel=True, nrt=False)
 def screen(x, hist, reach, row_start, n_cross, row_u, fall_down, fall_up, fall_total, g_account, ref_account,
-           account_live, iso_rows, iso_pos, g_row, ref_position, position_live, flag_account, flag_position):
+           account_live, account_always, iso_rows, iso_pos, iso_always, g_row, ref_position, position_live,
+           flag_account, flag_iso):
     """Flag the live buckets the moves ``x`` [u] (since the shock) may have made liquidatable:
-    ``flag_account[a] = 1`` for a cross bucket, ``flag_position[p] = 1`` for an isolated position.
+    ``flag_account[a] = 1`` for a cross bucket, ``flag_iso[j] = 1`` for the isolated position ``iso_pos[j]``;
+    those marked ``account_always`` [a] / ``iso_always`` [j] (their equity does not separate by underlying)
+    whenever they are live. Every flag is written (0 or 1).
 
     A cross bucket last known to have excess ``g_account[a]`` at the moves ``hist[ref_account[a]]`` [k, u] is
     flagged when the sum over its cross rows (the first ``n_cross[a]`` of ``row_start[a]:``) of
@@ -45,7 +49,11 @@ def screen(x, hist, reach, row_start, n_cross, row_u, fall_down, fall_up, fall_t
     checked likewise with its own row, ``g_row`` [r] and ``ref_position`` [p]. Accounts and isolated
     positions run in parallel; each account sums its rows in order."""
     for a in prange(row_start.shape[0] - 1):
+        flag_account[a] = 0
         if account_live[a] == 0 or n_cross[a] == 0:
+            continue
+        if account_always[a]:
+            flag_account[a] = 1
             continue
         g = g_account[a]
         ref = ref_account[a]
@@ -59,13 +67,14 @@ def screen(x, hist, reach, row_start, n_cross, row_u, fall_down, fall_up, fall_t
             flag_account[a] = 1
     for j in prange(iso_rows.shape[0]):
         p = iso_pos[j]
+        flag_iso[j] = 0
         if position_live[p] == 0:
             continue
         r = iso_rows[j]
         u = row_u[r]
         own = _fall(x[u] - hist[ref_position[p], u], fall_down[r], fall_up[r])
-        if own >= g_row[r] * (1.0 - SCREEN_MARGIN):
-            flag_position[p] = 1
+        if iso_always[j] or own >= g_row[r] * (1.0 - SCREEN_MARGIN):
+            flag_iso[j] = 1
 
 
 @inline
