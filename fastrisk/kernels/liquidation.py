@@ -163,16 +163,17 @@ def next_exposure(a, prev, cursor, hi, sep, order, book, moving):
 @inline
 def moving_figures(a, p, u, m, bounds, lo, hi, sep, order, book, inst, terms, tiers, val, weights, option_margin,
                    moving):
-    """``(equity, MM, slope_lo, slope_hi, slope_down, slope_up)`` in USD, at ``m``, of the rows of a bucket that
-    move with ``u``:
+    """``(equity, MM, slope_lo, slope_hi, slope_down, slope_up, seg_down, seg_up)`` in USD, at ``m``, of the
+    rows of a bucket that move with ``u``:
     isolated position ``p`` when ``p >= 0``; else account ``a``'s cross positions on ``u`` (``order[lo:hi]``),
     its other cross positions settled in a coin following ``u`` (only when not ``sep``arable) and its balances
     in assets following ``u``.
 
     With ``bounds`` (at m = 1 only), ``[slope_lo, slope_hi]`` bounds dg/dm over the whole range (USD per unit
     of m; ``-inf, inf`` when a row's slope is not bounded in m, see ``slope_bounds``), and ``slope_down``,
-    ``slope_up`` are dg/dm exactly on the linear segments just below and just above m (NaN off linear buckets);
-    else all four are 0.
+    ``slope_up`` are dg/dm exactly on the linear segments just below and just above m (NaN off linear buckets),
+    which end at the factors ``seg_down`` < m < ``seg_up``: the nearest breakpoints (0 and inf: none); else
+    the six are 0, 0, 0, 0, 0, inf.
     One call site of the position code, for every kind of row: the helper is specialised once."""
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
         bal_amount = book
@@ -185,6 +186,8 @@ def moving_figures(a, p, u, m, bounds, lo, hi, sep, order, book, inst, terms, ti
     s_hi = 0.0
     e_dn = 0.0
     e_up = 0.0
+    seg_dn = 0.0
+    seg_up = np.inf
     if p >= 0:
         n_own, n_other = 1, 0
     else:
@@ -211,12 +214,14 @@ def moving_figures(a, p, u, m, bounds, lo, hi, sep, order, book, inst, terms, ti
             equity += value * px  # futures: upnl; options: q*c*V (margin.position_usd)
         mm_sum += mm * px
         if bounds:
-            lo_k, hi_k, dn_k, up_k = slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms, tiers, val,
-                                                  option_margin, moving)
+            lo_k, hi_k, dn_k, up_k, sd_k, su_k = slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms,
+                                                              tiers, val, option_margin, moving)
             s_lo += lo_k
             s_hi += hi_k
             e_dn += dn_k
             e_up += up_k
+            seg_dn = max(seg_dn, sd_k)
+            seg_up = min(seg_up, su_k)
     for b in range(bal_start[a], bal_start[a + 1] if p < 0 else bal_start[a]):
         k = bal_asset[b]
         if asset_underlying[k] == u:
@@ -227,15 +232,16 @@ def moving_figures(a, p, u, m, bounds, lo, hi, sep, order, book, inst, terms, ti
                 s_hi += c
                 e_dn += c
                 e_up += c
-    return equity, mm_sum, s_lo, s_hi, e_dn, e_up
+    return equity, mm_sum, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up
 
 
 @inline
 def slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms, tiers, val, option_margin, moving):
-    """``(lo, hi, down, up)``: ``[lo, hi]`` bounds the slope in m (USD per unit of m) of position ``q``'s part of
+    """``(lo, hi, down, up, seg_down, seg_up)``: ``[lo, hi]`` bounds the slope in m (USD per unit of m) of position ``q``'s part of
     its bucket's excess g = equity - MM, for every m, from today's valuation (``value``, ``mm``, ``notional`` in
     settle units at m = 1, ``tier`` its 1-based bracket); ``down``, ``up`` are that slope exactly on the linear
-    segment just below and just above m = 1 (NaN for a row that is not linear in m between breakpoints).
+    segment just below and just above m = 1 (NaN for a row that is not linear in m between breakpoints), and
+    those segments end at ``seg_down`` < 1 < ``seg_up``, where the notional meets a cap (0, inf: never).
 
     Down and up differ only at a cap: the notional is then at the top of its bracket t (``tier_margin``), and
     the side where it grows is in bracket t + 1.
@@ -271,34 +277,38 @@ def slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms, tiers, v
     cap, mmf, amount = tiers[0], tiers[2], tiers[3]
     qq = quantity[q]
     if qq == 0.0:
-        return 0.0, 0.0, 0.0, 0.0
+        return 0.0, 0.0, 0.0, 0.0, 0.0, np.inf
     sx = settle_px[i]
     coin = settle_underlying[i] == u
     if inst_underlying[i] != u:
         d = (value - mm) * sx
-        return d, d, d, d
+        return d, d, d, d, 0.0, np.inf
     k = kind[i]
-    t = inst[2][i] + tier - 1
-    # The bracket on the side where the notional grows, when it sits exactly at a cap.
+    first = inst[2][i]
+    t = first + tier - 1
+    # The bracket on the side where the notional grows, when it sits exactly at a cap; the cap below.
     t_grow = t + 1 if t < inst[3][i] and notional >= cap[t] else t
+    below = cap[t - 1] if t > first else 0.0
     if k == LINEAR and not coin:
         base = qq * size[i] * price[i] * sx
         if whole:
             f_lo, f_hi = 0.0, terms[1][i]
         else:
-            f_lo, f_hi = reachable(mmf, cap, inst[2][i], inst[3][i], notional * w_lo, notional * w_hi)
+            f_lo, f_hi = reachable(mmf, cap, first, inst[3][i], notional * w_lo, notional * w_hi)
+        # The notional N*m meets the cap below going down, the grown bracket's cap going up.
         return (base - f_hi * abs(base), base - f_lo * abs(base), base - mmf[t] * abs(base),
-                base - mmf[t_grow] * abs(base))
+                base - mmf[t_grow] * abs(base), below / notional, cap[t_grow] / notional)
     if k == INVERSE and coin:
-        # The coin notional shrinks as m grows.
+        # The coin notional N/m shrinks as m grows.
         base = qq * size[i] * sx / entry_price[q]
         if isolated[q]:
             base += isolated_margin[q] * sx
         if whole:
             a_lo, a_hi = terms[2][i], terms[3][i]
         else:
-            a_lo, a_hi = reachable(amount, cap, inst[2][i], inst[3][i], notional / w_hi, notional / w_lo)
-        return base + a_lo * sx, base + a_hi * sx, base + amount[t_grow] * sx, base + amount[t] * sx
+            a_lo, a_hi = reachable(amount, cap, first, inst[3][i], notional / w_hi, notional / w_lo)
+        return (base + a_lo * sx, base + a_hi * sx, base + amount[t_grow] * sx, base + amount[t] * sx,
+                notional / cap[t_grow], notional / below)
     if k == OPTION and not coin:
         disc = 1.0
         if rate < 0.0 and years[i] > 0.0:
@@ -312,11 +322,11 @@ def slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms, tiers, v
             short_mm = option_margin[2] * abs(qq) * size[i] * forward[i] * sx
             lo_k -= short_mm
             hi_k -= short_mm
-        return lo_k, hi_k, np.nan, np.nan
-    return -np.inf, np.inf, np.nan, np.nan
+        return lo_k, hi_k, np.nan, np.nan, 0.0, np.inf
+    return -np.inf, np.inf, np.nan, np.nan, 0.0, np.inf
 
 
-@inline
+@helper
 def reachable(figure, cap, first, last, n_lo, n_hi):
     """``(min, max)`` of a bracket figure (mmf or maintenance amount) over the brackets a notional in
     ``[n_lo, n_hi]`` can be in (brackets ``first..last``, as ``margin.tier_margin`` assigns them)."""
@@ -398,45 +408,13 @@ def next_point(m, down, grid, p, lo, hi, order, u, book, inst, tiers, val, movin
 
 
 @inline
-def one_segment(x, down, p, lo, hi, order, u, book, inst, tiers, val, moving):
-    """Whether g is one linear segment from 1 to ``x`` (below 1 if ``down``): no future of the bucket on ``u``
-    meets a cap strictly between (its notional at ``x`` is still in the bracket it enters leaving 1). Reads
-    each future's brackets only up to its own, not the whole schedule (``next_point``)."""
-    _, pos_instrument, quantity, _, _, _, _, _, _ = book
-    kind, size, tier_first, tier_last = inst[0], inst[1], inst[2], inst[3]
-    cap = tiers[0]
-    price = val[0]
-    inst_underlying = moving[0]
-    if p >= 0:
-        lo, hi = 0, 1
-    for j in range(lo, hi):
-        q = p if p >= 0 else order[j]
-        i = pos_instrument[q]
-        if inst_underlying[i] != u or kind[i] == OPTION or quantity[q] == 0.0:
-            continue
-        units = abs(quantity[q]) * size[i]
-        linear = kind[i] == LINEAR
-        n1 = units * price[i] if linear else units / price[i]  # notional at m = 1
-        nx = n1 * x if linear else n1 / x
-        first, last = tier_first[i], tier_last[i]
-        t = first
-        while t < last and n1 > cap[t]:
-            t += 1
-        if (nx > n1) and t < last and n1 >= cap[t]:
-            t += 1  # at a cap, growing: the next bracket
-        if nx > cap[t] or (t > first and nx < cap[t - 1]):
-            return False
-    return True
-
-
-@inline
-def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, a, p, u, fixed, lo, hi, sep, order, book, inst, terms,
-           tiers, val, weights, option_margin, moving):
-    """One bucket's evaluation at m = 1 (``d = 0``: returns ``moving_figures``'s six figures there), or its
+def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed, lo, hi, sep, order, book,
+           inst, terms, tiers, val, weights, option_margin, moving):
+    """One bucket's evaluation at m = 1 (``d = 0``: returns ``moving_figures``'s eight figures there), or its
     nearest factor below (``d = 1``) or above (``d = 2``) 1 where ``g <= target``, given ``g(1) = g1 >
     target``, the slope bounds ``[s_lo, s_hi]`` and (linear buckets) the exact slopes ``e_dn``, ``e_up`` of the
-    segments just below and above 1: returns ``(factor, 0, 0, 0, 0, 0)``, factor NaN when there is none in
-    [M_MIN, M_MAX].
+    segments just below and above 1, which end at the breakpoints ``seg_dn``, ``seg_up``: returns ``(factor, 0,
+    0, 0, 0, 0, 0, 0)``, factor NaN when there is none in [M_MIN, M_MAX].
 
     *Tangent*, linear buckets: g is linear from 1 to the nearest breakpoint (or the range end), so if g falls
     there its root is ``1 + g1 / rate`` (Binance's closed form; evaluated a quarter tolerance outward to
@@ -462,7 +440,7 @@ def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, a, p, u, fixed, lo, hi, s
     # How fast g can fall per unit of m moved outward (inf: no bound, the walk alone decides).
     fall = max(s_hi, 0.0) if down else max(-s_lo, 0.0)
     if d != 0 and fall == 0.0:
-        return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0  # g never falls outward from g1 > target
+        return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0  # g never falls outward from g1 > target
     near = 1.0
     g_near = g1 - target
     x = 1.0
@@ -474,17 +452,15 @@ def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, a, p, u, fixed, lo, hi, s
         root = 1.0 + sgn * (g_near / rate) if rate > 0.0 else end
         if root < end if down else root > end:
             root = end
-        if one_segment(root, down, p, lo, hi, order, u, book, inst, tiers, val, moving):
+        if root >= seg_dn if down else root <= seg_up:
             if root == end:
-                return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0  # linear to the range end without reaching 0
+                return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0  # linear to the range end without reaching 0
             # Inside the segment: the exact root, a quarter tolerance outward so that rounding in g's sum
             # rarely leaves it a hair above 0; evaluated below to confirm it.
             x = root + sgn * (0.25 * REL_TOL * root)
             chosen = True
-        elif root != end and one_segment(end, down, p, lo, hi, order, u, book, inst, tiers, val, moving):
-            return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0
         else:
-            tangent = False
+            tangent = False  # a breakpoint comes first (before the root, so before the range end too)
     far = end
     fa = 0.0
     fb = 0.0
@@ -498,7 +474,7 @@ def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, a, p, u, fixed, lo, hi, s
             # The walk's next point, or farther when the safe skip reaches beyond it.
             safe = near + sgn * (g_near / fall)
             if safe < end if down else safe > end:
-                return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0
+                return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
             x = end if check_end else next_point(near, down, how == GRID_WALK, p, lo, hi, order, u, book, inst,
                                                  tiers, val, moving)
             if safe < x if down else safe > x:
@@ -507,14 +483,15 @@ def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, a, p, u, fixed, lo, hi, s
         if x == end and not np.isnan(g_end):
             gx = g_end
         else:
-            eq, mm, b_lo, b_hi, b_dn, b_up = moving_figures(a, p, u, x, d == 0, lo, hi, sep, order, book, inst,
-                                                            terms, tiers, val, weights, option_margin, moving)
+            eq, mm, b_lo, b_hi, b_dn, b_up, b_sd, b_su = moving_figures(a, p, u, x, d == 0, lo, hi, sep, order, book,
+                                                                        inst, terms, tiers, val, weights,
+                                                                        option_margin, moving)
             if d == 0:
-                return eq, mm, b_lo, b_hi, b_dn, b_up
+                return eq, mm, b_lo, b_hi, b_dn, b_up, b_sd, b_su
             gx = ((fixed + eq) - mm) - target
         if tangent:
             if gx <= 0.0:
-                return x, 0.0, 0.0, 0.0, 0.0, 0.0
+                return x, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
             # Rounding beyond the tolerance: walk on from here (a concave bucket checks the range end first).
             near = x
             g_near = gx
@@ -523,14 +500,14 @@ def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, a, p, u, fixed, lo, hi, s
             continue
         if check_end:
             if gx > 0.0:
-                return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0
+                return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
             check_end = False
             g_end = gx
             continue
         if not refining:
             if gx > 0.0:
                 if x == end:
-                    return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0
+                    return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
                 near = x
                 g_near = gx
                 continue
@@ -541,7 +518,7 @@ def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, a, p, u, fixed, lo, hi, s
         elif gx <= 0.0:
             if side == 0 and how != GRID_WALK:
                 # The first step on a linear segment is its exact root (Binance's closed form): done.
-                return x, 0.0, 0.0, 0.0, 0.0, 0.0
+                return x, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
             far, fb = x, gx
             if side == -1:
                 fa *= 0.5
@@ -557,7 +534,7 @@ def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, a, p, u, fixed, lo, hi, s
         # so that a step of one tolerance always moves.
         tol = 0.25 * REL_TOL * max(near, far)
         if width <= 2.0 * tol:
-            return far, 0.0, 0.0, 0.0, 0.0, 0.0
+            return far, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
         # Regula falsi (Illinois), kept at least one tolerance inside the bracket: after an exact step on a
         # linear segment the next trial lands just across the root and closes the bracket.
         step = (fb / (fb - fa)) * width
@@ -579,20 +556,22 @@ def bucket_factors(a, p, u, lo, hi, sep, split, total, order, book, inst, terms,
     ``split``: no search; instead of the factors, how fast g can fall per unit of m moved down and up
     (``search``'s L, from the slope bounds; inf where unbounded): the cascade's screen (``kernels.cascade``)."""
     # One call site of ``search`` (inlined: the bucket's evaluation is compiled once, in here).
-    g1 = fixed = s_lo = s_hi = e_dn = e_up = 0.0
+    g1 = fixed = s_lo = s_hi = e_dn = e_up = seg_dn = 0.0
+    seg_up = np.inf
     target = 0.0
     how = CONCAVE
     down = np.nan
     up = np.nan
     for d in range(3):
-        r0, r1, r2, r3, r4, r5 = search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, a, p, u, fixed, lo, hi, sep,
-                                        order, book, inst, terms, tiers, val, weights, option_margin, moving)
+        r0, r1, r2, r3, r4, r5, r6, r7 = search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p,
+                                                u, fixed, lo, hi, sep, order, book, inst, terms, tiers, val,
+                                                weights, option_margin, moving)
         if d == 1:
             down = r0
         elif d == 2:
             up = r0
         else:
-            eq1, mm1, s_lo, s_hi, e_dn, e_up = r0, r1, r2, r3, r4, r5
+            eq1, mm1, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up = r0, r1, r2, r3, r4, r5, r6, r7
             if p >= 0:
                 has_mm = mm1 > 0.0
             else:
