@@ -54,7 +54,7 @@ import numpy as np
 from numba import prange
 
 from ..codes import CALL, INVERSE, LINEAR, OPTION
-from ._jit import chunked, helper, inline, kernel
+from ._jit import chunked, helper, index, inline, kernel
 from .margin import account_figures, balance_usd, isolated_bucket, moved_instrument, position_figures
 
 M_MIN, M_MAX = 1e-4, 1e4
@@ -195,15 +195,15 @@ def moving_figures(a, p, u, m, bounds, lo, hi, sep, order, book, inst, terms, ti
         n_other = 0 if sep else pos_start[a + 1] - pos_start[a]
     for k in range(n_own + n_other):
         if p >= 0:
-            q = p
+            q = index(p)
         elif k < n_own:
-            q = order[lo + k]
+            q = index(order[lo + k])
         else:
-            q = pos_start[a] + k - n_own
-            i = pos_instrument[q]
+            q = index(pos_start[a] + k - n_own)
+            i = index(pos_instrument[q])
             if isolated[q] or inst_underlying[i] == u or settle_underlying[i] != u:
                 continue
-        i = pos_instrument[q]
+        i = index(pos_instrument[q])
         pr, fw, px = moved_instrument(i, u, m, kind, option_type, strike, price, forward, settle_px, moving)
         notional, upnl, value, im, mm, tier = position_figures(
             kind[i], quantity[q], inst[1][i], pr, fw, entry_price[q], inst[2][i], inst[3][i], option_type[i],
