@@ -174,9 +174,6 @@ def moving_figures(a, p, u, m, bounds, lo, hi, sep, order, book, inst, terms, ti
     ``slope_up`` are dg/dm exactly on the linear segments just below and just above m (NaN off linear buckets),
     which end at the factors ``seg_down`` < m < ``seg_up``: the nearest breakpoints (0 and inf: none); else
     the six are 0, 0, 0, 0, 0, inf.
-    Then ``g_long``, the USD value of the long cross options on ``u`` settled in an asset not following it
-    (convex in m), and, with ``bounds``, ``(lo, hi)`` of the slope bounds of the other rows and of the short
-    such options: ``search``'s chord bound for option buckets.
     One call site of the position code, for every kind of row: the helper is specialised once."""
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
         bal_amount = book
@@ -191,11 +188,6 @@ def moving_figures(a, p, u, m, bounds, lo, hi, sep, order, book, inst, terms, ti
     e_up = 0.0
     seg_dn = 0.0
     seg_up = np.inf
-    g_long = 0.0
-    c_lo = 0.0
-    c_hi = 0.0
-    o_lo = 0.0
-    o_hi = 0.0
     if p >= 0:
         n_own, n_other = 1, 0
     else:
@@ -221,23 +213,11 @@ def moving_figures(a, p, u, m, bounds, lo, hi, sep, order, book, inst, terms, ti
         else:
             equity += value * px  # futures: upnl; options: q*c*V (margin.position_usd)
         mm_sum += mm * px
-        # A cross option on u settled in an asset not following u: its part of g is convex in m when long
-        # (Black-76 is convex in the forward, its MM is 0), concave when short (MM linear in the forward).
-        leg = p < 0 and kind[i] == OPTION and inst_underlying[i] == u and settle_underlying[i] != u \
-            and quantity[q] != 0.0
-        if leg and quantity[q] > 0.0:
-            g_long += value * px  # a long option carries no MM
         if bounds:
             lo_k, hi_k, dn_k, up_k, sd_k, su_k = slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms,
                                                               tiers, val, option_margin, moving)
             s_lo += lo_k
             s_hi += hi_k
-            if not leg:
-                c_lo += lo_k
-                c_hi += hi_k
-            elif quantity[q] < 0.0:
-                o_lo += lo_k
-                o_hi += hi_k
             e_dn += dn_k
             e_up += up_k
             seg_dn = max(seg_dn, sd_k)
@@ -252,9 +232,7 @@ def moving_figures(a, p, u, m, bounds, lo, hi, sep, order, book, inst, terms, ti
                 s_hi += c
                 e_dn += c
                 e_up += c
-                c_lo += c
-                c_hi += c
-    return equity, mm_sum, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, g_long, (c_lo, c_hi, o_lo, o_hi)
+    return equity, mm_sum, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up
 
 
 @inline
@@ -430,14 +408,8 @@ def next_point(m, down, grid, p, lo, hi, order, u, book, inst, tiers, val, movin
 
 
 @inline
-def _found(x):
-    """``search``'s result in a direction: the factor ``x`` (NaN: none), in the shape of its m = 1 figures."""
-    return x, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, (0.0, 0.0, 0.0, 0.0)
-
-
-@inline
-def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, g_long1, parts, a, p, u, fixed, lo, hi,
-           sep, order, book, inst, terms, tiers, val, weights, option_margin, moving):
+def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed, lo, hi, sep, order, book,
+           inst, terms, tiers, val, weights, option_margin, moving):
     """One bucket's evaluation at m = 1 (``d = 0``: returns ``moving_figures``'s eight figures there), or its
     nearest factor below (``d = 1``) or above (``d = 2``) 1 where ``g <= target``, given ``g(1) = g1 >
     target``, the slope bounds ``[s_lo, s_hi]`` and (linear buckets) the exact slopes ``e_dn``, ``e_up`` of the
@@ -468,7 +440,7 @@ def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, g_long1, 
     # How fast g can fall per unit of m moved outward (inf: no bound, the walk alone decides).
     fall = max(s_hi, 0.0) if down else max(-s_lo, 0.0)
     if d != 0 and fall == 0.0:
-        return _found(np.nan)  # g never falls outward from g1 > target
+        return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0  # g never falls outward from g1 > target
     near = 1.0
     g_near = g1 - target
     x = 1.0
@@ -482,7 +454,7 @@ def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, g_long1, 
             root = end
         if root >= seg_dn if down else root <= seg_up:
             if root == end:
-                return _found(np.nan)  # linear to the range end without reaching 0
+                return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0  # linear to the range end without reaching 0
             # Inside the segment: the exact root, a quarter tolerance outward so that rounding in g's sum
             # rarely leaves it a hair above 0; evaluated below to confirm it.
             x = root + sgn * (0.25 * REL_TOL * root)
@@ -497,28 +469,12 @@ def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, g_long1, 
     # A concave bucket crosses at most once in each direction: the range end tells whether it does.
     check_end = how == CONCAVE and not tangent
     g_end = np.nan
-    # Option buckets with bounded slopes (module docstring): a long option's part of g is convex in m, so its
-    # fall beyond ``near`` is at most that of its chord over the last two points visited; the short options
-    # (``short_fall``) and the other rows (``rest``) keep their bounds from m = 1.
-    convex = d != 0 and how == GRID_WALK and p < 0 and fall < np.inf
-    rest = parts[1] if down else -parts[0]
-    short_fall = parts[3] if down else -parts[2]
-    long_near = g_long1
-    prev = np.nan
-    long_prev = 0.0
-    long_fall = 0.0
     while True:
         if not chosen:
             # The walk's next point, or farther when the safe skip reaches beyond it.
-            bound = fall
-            if convex and not np.isnan(prev):
-                long_fall = -sgn * ((long_near - long_prev) / (near - prev))
-                bound = min(fall, long_fall + rest + short_fall)
-                if bound <= 0.0:
-                    return _found(np.nan)  # g cannot fall beyond near
-            safe = near + sgn * (g_near / bound)
+            safe = near + sgn * (g_near / fall)
             if safe < end if down else safe > end:
-                return _found(np.nan)
+                return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
             x = end if check_end else next_point(near, down, how == GRID_WALK, p, lo, hi, order, u, book, inst,
                                                  tiers, val, moving)
             if safe < x if down else safe > x:
@@ -527,15 +483,15 @@ def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, g_long1, 
         if x == end and not np.isnan(g_end):
             gx = g_end
         else:
-            eq, mm, b_lo, b_hi, b_dn, b_up, b_sd, b_su, g_long, b_parts = moving_figures(
-                a, p, u, x, d == 0, lo, hi, sep, order, book, inst, terms, tiers, val, weights, option_margin,
-                moving)
+            eq, mm, b_lo, b_hi, b_dn, b_up, b_sd, b_su = moving_figures(a, p, u, x, d == 0, lo, hi, sep, order, book,
+                                                                        inst, terms, tiers, val, weights,
+                                                                        option_margin, moving)
             if d == 0:
-                return eq, mm, b_lo, b_hi, b_dn, b_up, b_sd, b_su, g_long, b_parts
+                return eq, mm, b_lo, b_hi, b_dn, b_up, b_sd, b_su
             gx = ((fixed + eq) - mm) - target
         if tangent:
             if gx <= 0.0:
-                return _found(x)
+                return x, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
             # Rounding beyond the tolerance: walk on from here (a concave bucket checks the range end first).
             near = x
             g_near = gx
@@ -544,18 +500,16 @@ def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, g_long1, 
             continue
         if check_end:
             if gx > 0.0:
-                return _found(np.nan)
+                return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
             check_end = False
             g_end = gx
             continue
         if not refining:
             if gx > 0.0:
                 if x == end:
-                    return _found(np.nan)
-                prev, long_prev = near, long_near
+                    return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
                 near = x
                 g_near = gx
-                long_near = g_long
                 continue
             refining = True
             far = x
@@ -564,7 +518,7 @@ def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, g_long1, 
         elif gx <= 0.0:
             if side == 0 and how != GRID_WALK:
                 # The first step on a linear segment is its exact root (Binance's closed form): done.
-                return _found(x)
+                return x, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
             far, fb = x, gx
             if side == -1:
                 fa *= 0.5
@@ -580,7 +534,7 @@ def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, g_long1, 
         # so that a step of one tolerance always moves.
         tol = 0.25 * REL_TOL * max(near, far)
         if width <= 2.0 * tol:
-            return _found(far)
+            return far, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
         # Regula falsi (Illinois), kept at least one tolerance inside the bracket: after an exact step on a
         # linear segment the next trial lands just across the root and closes the bracket.
         step = (fb / (fb - fa)) * width
@@ -602,24 +556,22 @@ def bucket_factors(a, p, u, lo, hi, sep, split, total, order, book, inst, terms,
     ``split``: no search; instead of the factors, how fast g can fall per unit of m moved down and up
     (``search``'s L, from the slope bounds; inf where unbounded): the cascade's screen (``kernels.cascade``)."""
     # One call site of ``search`` (inlined: the bucket's evaluation is compiled once, in here).
-    g1 = fixed = s_lo = s_hi = e_dn = e_up = seg_dn = g_long1 = 0.0
+    g1 = fixed = s_lo = s_hi = e_dn = e_up = seg_dn = 0.0
     seg_up = np.inf
-    parts = (0.0, 0.0, 0.0, 0.0)
     target = 0.0
     how = CONCAVE
     down = np.nan
     up = np.nan
     for d in range(3):
-        r0, r1, r2, r3, r4, r5, r6, r7, r8, r9 = search(
-            d, g1, target, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, g_long1, parts, a, p, u, fixed,
-            lo, hi, sep, order, book, inst, terms, tiers, val, weights, option_margin, moving)
+        r0, r1, r2, r3, r4, r5, r6, r7 = search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p,
+                                                u, fixed, lo, hi, sep, order, book, inst, terms, tiers, val,
+                                                weights, option_margin, moving)
         if d == 1:
             down = r0
         elif d == 2:
             up = r0
         else:
             eq1, mm1, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up = r0, r1, r2, r3, r4, r5, r6, r7
-            g_long1, parts = r8, r9
             if p >= 0:
                 has_mm = mm1 > 0.0
             else:
