@@ -107,10 +107,7 @@ def resolve_balance_assets(local_to_market, local_code, bal_start, out, k):
                 code = local_to_market[local_code[r]]
                 out[r] = code
                 n_unknown += code < 0
-                for q in range(bal_start[a], r):  # an account holds a few assets
-                    if out[q] == code:
-                        n_duplicate += 1
-                        break
+                n_duplicate += _seen_earlier(out, bal_start[a], r)
         unknown[c] = n_unknown
         duplicate[c] = n_duplicate
     return unknown.sum(), duplicate.sum()
@@ -312,10 +309,17 @@ def duplicates_in_segments(offsets, codes):
     rows = np.empty(MAX_EXAMPLES, np.int64)
     for s in range(offsets.shape[0] - 1):
         for r in range(offsets[s] + 1, offsets[s + 1]):
-            for q in range(offsets[s], r):
-                if codes[q] == codes[r]:
-                    if cnt < MAX_EXAMPLES:
-                        rows[cnt] = r
-                    cnt += 1
-                    break
+            if _seen_earlier(codes, offsets[s], r):
+                if cnt < MAX_EXAMPLES:
+                    rows[cnt] = r
+                cnt += 1
     return cnt, rows[:min(cnt, MAX_EXAMPLES)]
+
+
+@inline
+def _seen_earlier(codes, first, r):
+    """Does ``codes[r]`` occur in ``codes[first:r]``? (A segment is an account's few rows.)"""
+    for q in range(first, r):
+        if codes[q] == codes[r]:
+            return True
+    return False

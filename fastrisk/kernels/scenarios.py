@@ -83,19 +83,20 @@ def _list_moved(a, g, book, inst_moved, asset_moved, moved_pos, moved_bal):
     """The rows of account ``a`` (indices j inside the account) that group ``g`` moves, into ``moved_pos``
     and ``moved_bal``; returns their counts."""
     pos_start, pos_instrument, _, _, _, _, bal_start, bal_asset, _ = book
-    p0 = pos_start[a]
-    n_p = 0
-    for j in range(pos_start[a + 1] - p0):
-        if inst_moved[g, pos_instrument[p0 + j]]:
-            moved_pos[n_p] = j
-            n_p += 1
-    b0 = bal_start[a]
-    n_b = 0
-    for j in range(bal_start[a + 1] - b0):
-        if asset_moved[g, bal_asset[b0 + j]]:
-            moved_bal[n_b] = j
-            n_b += 1
-    return n_p, n_b
+    return (_rows_moved(pos_start[a], pos_start[a + 1], pos_instrument, inst_moved, g, moved_pos),
+            _rows_moved(bal_start[a], bal_start[a + 1], bal_asset, asset_moved, g, moved_bal))
+
+
+@inline
+def _rows_moved(first, stop, code, moved, g, out):
+    """Rows ``first:stop`` whose ``code`` group ``g`` moves (``moved[g, code]``), as indices from ``first``,
+    into ``out``; returns how many."""
+    n = 0
+    for j in range(stop - first):
+        if moved[g, code[first + j]]:
+            out[n] = j
+            n += 1
+    return n
 
 
 @inline
