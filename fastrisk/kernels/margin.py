@@ -119,13 +119,20 @@ def position_usd(p, i, price, forward, px, quantity, entry_price, isolated, isol
     sums, stress and portfolio margin all evaluate positions with this, so it is the one place the rule lives.
     """
     kind, size, tier_first, tier_last, option_type, strike = inst
-    notional, upnl, value, im, mm, _ = position_figures(
-        kind[i], quantity[p], size[i], price, forward, entry_price[p], tier_first[i], tier_last[i],
-        option_type[i], strike[i], tiers, option_margin)
-    if isolated[p]:
-        eq, liq = isolated_bucket(isolated_margin[p], value, mm, px)
+    figures = position_figures(kind[i], quantity[p], size[i], price, forward, entry_price[p], tier_first[i],
+                               tier_last[i], option_type[i], strike[i], tiers, option_margin)
+    return usd_contribution(figures, kind[i], isolated[p], isolated_margin[p], px)
+
+
+@inline
+def usd_contribution(figures, kind, is_isolated, isolated_margin, px):
+    """``position_usd`` from a position's ``position_figures`` (settle units) and its settle asset's USD price
+    ``px``, for a caller that needs the figures themselves too."""
+    notional, upnl, value, im, mm, _ = figures
+    if is_isolated:
+        eq, liq = isolated_bucket(isolated_margin, value, mm, px)
         return ISOLATED, eq, 0.0, 0.0, 0.0, liq
-    if kind[i] == OPTION:
+    if kind == OPTION:
         return CROSS_OPTION, value * px, im * px, mm * px, notional * px, False
     return CROSS_FUTURE, upnl * px, im * px, mm * px, notional * px, False
 
