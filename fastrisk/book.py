@@ -17,8 +17,8 @@ import pyarrow.compute as pc
 
 from . import codes as C
 from .errors import InputError
-from .tables import (BALANCES, POSITIONS, ReadOnlyArrays, conform, examples, find_table_file, numeric_values,
-                     read)
+from .tables import (BALANCES, POSITIONS, ReadOnlyArrays, conform, empty, examples, find_table_file,
+                     numeric_values, read)
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class Book:
         k = n_chunks(n)
         bounds = np.array([POSITIONS[c].closed_bounds() for c in
                            ("instrument_id", "quantity", "entry_price", "isolated_margin")])
-        start_rows = np.empty(n, np.int64)  # scratch: only the pages of run starts are ever touched
+        start_rows = empty(n, np.int64)  # scratch: only the pages of run starts are ever touched
         bad, not_increasing, zero_entry, chunk_starts = checks.position_scan(
             acc, inst, qty, entry, iso_margin, isolated, bounds, start_rows, k)
         for j in np.flatnonzero(bad):
@@ -139,11 +139,10 @@ class Book:
 
         pos_accounts, pos_offsets = _runs(acc, start_rows, chunk_starts, k)
         kb = n_chunks(len(bacc))
-        bal_start_rows = np.empty(len(bacc), np.int64)
+        bal_start_rows = empty(len(bacc), np.int64)
         bal_accounts, bal_offsets = _runs(bacc, bal_start_rows, checks.run_start_rows(bacc, bal_start_rows, kb), kb)
         most = len(pos_accounts) + len(bal_accounts)
-        accounts, pos_start, bal_start = np.empty(most, np.int64), np.empty(most + 1, np.int64), \
-            np.empty(most + 1, np.int64)
+        accounts, pos_start, bal_start = empty(most, np.int64), empty(most + 1, np.int64), empty(most + 1, np.int64)
         m = checks.merge_runs(pos_accounts, pos_offsets, bal_accounts, bal_offsets, accounts, pos_start, bal_start)
         accounts, pos_start, bal_start = accounts[:m], pos_start[:m + 1], bal_start[:m + 1]
         return BookArrays(
@@ -166,7 +165,7 @@ class Book:
 
         A, M = self.arrays, market.arrays
         n = len(A.instrument_id)
-        pos_instrument = np.empty(n, np.int32)
+        pos_instrument = empty(n, np.int32)
         missing = checks.resolve_instruments(A.instrument_id, M.id_to_index, pos_instrument, n_chunks(n))
         if missing:
             rows = _input_rows(A.pos_row, checks.first_rows_where(pos_instrument < 0, checks.MAX_EXAMPLES))
@@ -180,7 +179,7 @@ class Book:
                 raise InputError("positions", "entry_price", "must be > 0 for futures", rows, bad_entry,
                                  examples(self.positions, POSITIONS, "entry_price", rows))
         local_to_market = pc.index_in(A.bal_asset_names, value_set=market.asset_names).fill_null(-1)
-        bal_asset = np.empty(len(A.bal_asset), np.int32)
+        bal_asset = empty(len(A.bal_asset), np.int32)
         unknown, dup = checks.resolve_balance_assets(
             local_to_market.to_numpy(zero_copy_only=False).astype(np.int32), A.bal_asset, A.bal_start, bal_asset,
             n_chunks(len(bal_asset)))
@@ -235,6 +234,6 @@ def _runs(sorted_accounts: np.ndarray, start_rows: np.ndarray, chunk_starts: np.
     from .kernels.checks import run_starts
 
     m = int(chunk_starts.sum())
-    values, offsets = np.empty(m, np.int64), np.empty(m + 1, np.int64)
+    values, offsets = empty(m, np.int64), empty(m + 1, np.int64)
     run_starts(sorted_accounts, start_rows, chunk_starts, values, offsets, k)
     return values, offsets

@@ -10,7 +10,7 @@ import pyarrow as pa
 from . import codes as C
 from .book import Book, BoundBook
 from .market import Market
-from .tables import ACCOUNT_RISK, POSITION_RISK, ReadOnlyArrays
+from .tables import ACCOUNT_RISK, POSITION_RISK, ReadOnlyArrays, empty
 
 OPTION_MARGIN = (0.15, 0.10, 0.075)  # Deribit-shaped short-option margin: IM fraction, IM floor, MM fraction
 MARGIN_CALL_RATIO = 0.8
@@ -60,7 +60,7 @@ def _account_outputs(market: Market, bound: BoundBook, val: Valuation, option_ma
     B, M = bound.book, market.arrays
     inst, tiers = kernel_market(market)
     n = len(B.account_id)
-    out = (np.empty((N_ACCOUNT_FLOATS, n)), np.empty(n, np.int8), np.empty(n, np.int32), np.empty(n, np.int32))
+    out = (empty((N_ACCOUNT_FLOATS, n)), empty(n, np.int8), empty(n, np.int32), empty(n, np.int32))
     account_margin(*out, B.pos_start, bound.pos_instrument, B.quantity, B.entry_price, B.isolated,
                           B.isolated_margin, B.bal_start, bound.bal_asset, B.bal_amount, inst, tiers, val.price,
                           val.forward, val.settle_px, val.asset_px, M.asset_cw, M.asset_bw,

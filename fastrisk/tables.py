@@ -332,6 +332,20 @@ def numeric_values(arr) -> tuple[np.ndarray, np.ndarray]:
     return values, valid
 
 
+def empty(shape, dtype=np.float64) -> np.ndarray:
+    """An uninitialised C-contiguous array in memory from Arrow's pool, for large results and scratch.
+
+    NumPy takes large arrays from fresh, zeroed pages of the OS and returns them on free, so every call
+    pays a page fault per page it writes (about as long as writing the array twice). Arrow's pool keeps
+    freed memory and hands it out again: the next call writes to pages already mapped. Tables built
+    from such arrays wrap them without a copy, as for any NumPy array.
+    """
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape, dtype=np.int64))
+    return np.frombuffer(pa.allocate_buffer(size * dtype.itemsize), dtype, size).reshape(shape)
+
+
 def check_range(t: pa.Table, col: Column, schema: Schema, *, lo=None, rule=None) -> None:
     """Numeric bounds of one column in one compiled pass (``lo`` overrides the declared lower bound)."""
     from .kernels import checks

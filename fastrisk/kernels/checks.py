@@ -1,7 +1,7 @@
 """Validation and layout passes over large tables.
 
-Large outputs are allocated by the callers with NumPy (which asks for huge pages) and filled here:
-an allocation inside a parallel kernel pays a page fault per 4 KiB, serialised by the OS.
+Large outputs are allocated by the callers (``tables.empty``: pages Arrow's pool already mapped) and
+filled here: an allocation inside a parallel kernel pays a page fault per 4 KiB, serialised by the OS.
 
 A rule is checked in two steps: a branch-free count over the whole column (parallel over row chunks
 for large tables, serial for small ones, where waking threads costs more than the work), and only when

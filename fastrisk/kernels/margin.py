@@ -220,8 +220,8 @@ def account_margin(out, status, n_positions, n_iso_liq, pos_start, pos_instrumen
     ``out`` [11, a] (columns in ``ACCOUNT_FLOAT_COLUMNS`` order), ``status`` [a] int8, ``n_positions``
     [a] int32 and ``n_iso_liq`` [a] int32.
 
-    The outputs are allocated by the caller with NumPy, which asks the OS for huge pages: allocating
-    them in here costs a page fault per 4 KiB, taken under a lock shared by the threads.
+    The outputs are allocated by the caller (``tables.empty``, memory Arrow's pool recycles between calls):
+    allocating them in here costs a page fault per 4 KiB, taken under a lock shared by the threads.
     """
     n = pos_start.shape[0] - 1
     for a in prange(n):
