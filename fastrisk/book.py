@@ -99,9 +99,9 @@ class Book:
         k = n_chunks(n)
         bounds = np.array([POSITIONS[c].closed_bounds() for c in
                            ("instrument_id", "quantity", "entry_price", "isolated_margin")])
-        start_rows = empty(n, np.int64)  # scratch: only the pages of run starts are ever touched
+        starts = _run_scratch(n)
         bad, not_increasing, zero_entry, chunk_starts = checks.position_scan(
-            acc, inst, qty, entry, iso_margin, isolated, bounds, start_rows, k)
+            acc, inst, qty, entry, iso_margin, isolated, bounds, *starts, k)
         for j in np.flatnonzero(bad):
             col = POSITIONS[("instrument_id", "quantity", "entry_price", "isolated_margin")[j]]
             values = (inst, qty, entry, iso_margin)[j]
@@ -117,7 +117,7 @@ class Book:
             acc, inst, qty, entry, isolated, iso_margin = (
                 x[pos_row] for x in (acc, inst, qty, entry, isolated, iso_margin))
             not_increasing = checks.key_not_increasing(acc, inst, isolated, k)  # sorted: only duplicates left
-            chunk_starts = checks.run_start_rows(acc, start_rows, k)
+            chunk_starts = checks.run_start_rows(acc, *starts, k)
         n_dup = 0
         if not_increasing:
             n_dup, dup_rows = checks.duplicate_key_rows(acc, inst, isolated, checks.MAX_EXAMPLES)
@@ -137,13 +137,15 @@ class Book:
             bal_row = np.argsort(bacc, kind="stable")
             bacc, amount, bal_asset = bacc[bal_row], amount[bal_row], bal_asset[bal_row]
 
-        pos_accounts, pos_offsets = _runs(acc, start_rows, chunk_starts, k)
         kb = n_chunks(len(bacc))
-        bal_start_rows = empty(len(bacc), np.int64)
-        bal_accounts, bal_offsets = _runs(bacc, bal_start_rows, checks.run_start_rows(bacc, bal_start_rows, kb), kb)
-        most = len(pos_accounts) + len(bal_accounts)
+        bal_starts = _run_scratch(len(bacc))
+        bal_chunk_starts = checks.run_start_rows(bacc, *bal_starts, kb)
+        n_bal_runs = int(bal_chunk_starts.sum())
+        bal_accounts, bal_offsets = empty(n_bal_runs, np.int64), empty(n_bal_runs + 1, np.int64)
+        checks.run_starts(*bal_starts, bal_chunk_starts, bal_accounts, bal_offsets, kb)
+        most = int(chunk_starts.sum()) + n_bal_runs
         accounts, pos_start, bal_start = empty(most, np.int64), empty(most + 1, np.int64), empty(most + 1, np.int64)
-        m = checks.merge_runs(pos_accounts, pos_offsets, bal_accounts, bal_offsets, accounts, pos_start, bal_start)
+        m = checks.merge_runs(*starts, chunk_starts, bal_accounts, bal_offsets, accounts, pos_start, bal_start)
         accounts, pos_start, bal_start = accounts[:m], pos_start[:m + 1], bal_start[:m + 1]
         return BookArrays(
             account_id=accounts, pos_start=pos_start, instrument_id=inst, quantity=qty, entry_price=entry,
@@ -228,12 +230,7 @@ def _input_rows(order: np.ndarray, rows) -> np.ndarray:
     return order[rows] if len(order) else rows
 
 
-def _runs(sorted_accounts: np.ndarray, start_rows: np.ndarray, chunk_starts: np.ndarray, k: int):
-    """Distinct accounts of a sorted column and the offsets of their runs, from the run starts recorded
-    per chunk (``checks.run_start_rows``)."""
-    from .kernels.checks import run_starts
-
-    m = int(chunk_starts.sum())
-    values, offsets = empty(m, np.int64), empty(m + 1, np.int64)
-    run_starts(sorted_accounts, start_rows, chunk_starts, values, offsets, k)
-    return values, offsets
+def _run_scratch(n: int):
+    """Scratch for the rows beginning a run of a sorted account column of ``n`` rows, and their accounts
+    (``checks.run_start_rows``): only the pages of run starts are ever touched."""
+    return empty(n, np.int64), empty(n, np.int64)

@@ -128,3 +128,27 @@ def test_margin_never_falls_when_a_position_grows():
     before, after = fr.account_risk(market, book), fr.account_risk(market, grown)
     for c in ("initial_margin", "maintenance_margin", "gross_notional"):
         assert np.all(after.column(c).to_numpy() >= before.column(c).to_numpy() * (1 - 1e-12)), c
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_account_segments_across_row_chunks(shuffled):
+    # Enough positions for several row chunks, an account spanning whole chunks, and balance-only accounts
+    # before, between and after the positions' accounts: each account's segments hold exactly its rows.
+    rng = np.random.default_rng(3)
+    pos_acc = np.sort(np.concatenate([rng.integers(100, 200, 40_000), np.full(200_000, 150),
+                                      rng.integers(300, 100_000, 60_000)]))
+    first = np.searchsorted(pos_acc, pos_acc)
+    instrument = (np.arange(len(pos_acc)) - first).astype(np.int32)  # unique within an account
+    bal_acc = np.unique(np.concatenate([[-5, 7, 150, 151, 250, 120_000], rng.integers(0, 200_000, 5_000)]))
+    positions = pa.table({"account_id": pos_acc, "instrument_id": instrument, "quantity": np.ones(len(pos_acc)),
+                          "entry_price": np.ones(len(pos_acc))})
+    balances = pa.table({"account_id": bal_acc, "asset": pa.array(["USD"] * len(bal_acc)),
+                         "amount": np.ones(len(bal_acc))})
+    if shuffled:
+        positions = positions.take(rng.permutation(positions.num_rows))
+        balances = balances.take(rng.permutation(balances.num_rows))
+    arrays = fr.Book(positions=positions, balances=balances).arrays
+    accounts = np.union1d(pos_acc, bal_acc)
+    assert np.array_equal(arrays.account_id, accounts)
+    assert np.array_equal(arrays.pos_start, np.append(np.searchsorted(pos_acc, accounts), len(pos_acc)))
+    assert np.array_equal(arrays.bal_start, np.append(np.searchsorted(bal_acc, accounts), len(bal_acc)))

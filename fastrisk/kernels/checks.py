@@ -187,14 +187,16 @@ def sort_within_accounts(order, account, instrument, isolated):
 
 
 @chunked
-def position_scan(account, instrument, quantity, entry_price, isolated_margin, isolated, bounds, start_rows, k):
+def position_scan(account, instrument, quantity, entry_price, isolated_margin, isolated, bounds, start_rows,
+                  start_values, k):
     """One read of every positions column: rows outside each column's closed bounds, rows whose key is
     not above the previous row's, and where accounts start.
 
     ``bounds`` [4, 2]: [lo, hi] of instrument_id, quantity, entry_price, isolated_margin (the latter
     checked only where ``isolated``). Returns ``(violations [4], key_not_increasing, zero_entry, starts [k])``
     (``zero_entry``: rows whose entry price is 0, which only options may have), and records the rows that
-    begin a new account run as ``run_start_rows`` does (``start_rows`` [n]).
+    begin a new account run, and their accounts, as ``run_start_rows`` does (``start_rows``, ``start_values``
+    [n]).
     """
     n = account.shape[0]
     counts = np.zeros((k, 6), np.int64)
@@ -230,7 +232,7 @@ def position_scan(account, instrument, quantity, entry_price, isolated_margin, i
         counts[c, 3] = n_iso
         counts[c, 4] = n_key
         counts[c, 5] = n_zero
-        starts[c] = _record_run_starts(account, b0, b1, start_rows)
+        starts[c] = _record_run_starts(account, b0, b1, start_rows, start_values)
     total = np.zeros(6, np.int64)
     for c in range(k):
         total += counts[c]
@@ -238,35 +240,41 @@ def position_scan(account, instrument, quantity, entry_price, isolated_margin, i
 
 
 @inline
-def _record_run_starts(account, b0, b1, start_rows):
-    """Rows of ``b0:b1`` beginning a new run of ``account``, written to ``start_rows[b0:]``; returns how many."""
+def _record_run_starts(account, b0, b1, start_rows, start_values):
+    """Rows of ``b0:b1`` beginning a new run of ``account``, and their values, written to ``start_rows[b0:]``
+    and ``start_values[b0:]``; returns how many. The values are kept so that no later pass has to gather
+    them from ``account`` (a run start every few rows touches every cache line of it)."""
     j = index(b0)
     if b0 == 0 and b1 > 0:
         start_rows[0] = 0
+        start_values[0] = account[0]
         j = index(1)
     for r in range(index(max(b0, 1)), index(b1)):
-        start_rows[j] = r  # kept only where a run starts: a store and an add, no branch to mispredict
+        # Kept only where a run starts: stores and an add, no branch to mispredict.
+        start_rows[j] = r
+        start_values[j] = account[r]
         j += index(account[r] != account[r - index(1)])
     return np.int64(j) - b0
 
 
 @chunked
-def run_start_rows(account, start_rows, k):
-    """Per chunk ``c``, the rows of a sorted column that begin a new run, written to
-    ``start_rows[b0:b0 + starts[c]]`` (``b0`` the chunk's first row); returns ``starts`` [k]."""
+def run_start_rows(account, start_rows, start_values, k):
+    """Per chunk ``c``, the rows of a sorted column that begin a new run and their values, written to
+    ``start_rows[b0:b0 + starts[c]]`` and ``start_values[b0:b0 + starts[c]]`` (``b0`` the chunk's first
+    row); returns ``starts`` [k]."""
     n = account.shape[0]
     starts = np.zeros(k, np.int64)
     for c in prange(k):
-        starts[c] = _record_run_starts(account, c * n // k, (c + 1) * n // k, start_rows)
+        starts[c] = _record_run_starts(account, c * n // k, (c + 1) * n // k, start_rows, start_values)
     return starts
 
 
 @chunked
-def run_starts(account, start_rows, chunk_starts, values, offsets, k):
-    """The distinct values of a sorted column and where each run starts, into ``values`` [m] and
-    ``offsets`` [m+1] (run ``j`` is ``offsets[j]:offsets[j+1]``), from the run starts recorded per chunk
-    (``run_start_rows``), the chunks copied in parallel to their places."""
-    n = account.shape[0]
+def run_starts(start_rows, start_values, chunk_starts, values, offsets, k):
+    """The distinct values of a sorted column of ``start_rows.shape[0]`` rows and where each run starts,
+    into ``values`` [m] and ``offsets`` [m+1] (run ``j`` is ``offsets[j]:offsets[j+1]``), from the run
+    starts recorded per chunk (``run_start_rows``), the chunks copied in parallel to their places."""
+    n = start_rows.shape[0]
     first = np.zeros(k + 1, np.int64)
     for c in range(k):
         first[c + 1] = first[c] + chunk_starts[c]
@@ -274,32 +282,52 @@ def run_starts(account, start_rows, chunk_starts, values, offsets, k):
     for c in prange(k):
         b0 = c * n // k
         for j in range(chunk_starts[c]):
-            r = start_rows[b0 + j]
-            values[first[c] + j] = account[r]
-            offsets[first[c] + j] = r
+            values[first[c] + j] = start_values[b0 + j]
+            offsets[first[c] + j] = start_rows[b0 + j]
 
 
 @kernel
-def merge_runs(pos_accounts, pos_offsets, bal_accounts, bal_offsets, accounts, pos_start, bal_start):
-    """The sorted union of two sets of account runs, with each side's segment offsets: account ``a``
-    owns positions ``pos_start[a]:pos_start[a+1]`` and balances ``bal_start[a]:bal_start[a+1]``.
-    Outputs are sized for the worst case (no shared account); returns how many accounts there are."""
-    n_p, n_b = pos_accounts.shape[0], bal_accounts.shape[0]
-    i = 0
+def merge_runs(pos_rows, pos_values, pos_chunk_starts, bal_accounts, bal_offsets, accounts, pos_start, bal_start):
+    """The sorted union of the positions' and the balances' account runs, with each side's segment offsets:
+    account ``a`` owns positions ``pos_start[a]:pos_start[a+1]`` and balances ``bal_start[a]:bal_start[a+1]``.
+
+    The positions' runs are read where ``position_scan`` or ``run_start_rows`` recorded them, per row chunk
+    (``pos_rows``, ``pos_values`` [p], ``pos_chunk_starts`` [k]), without first copying them into one
+    array; the balances' are dense (``run_starts``). Each chunk's runs are merged with the balance runs from
+    its first account up to the next chunk's. Outputs are sized for the worst case (no shared account);
+    returns how many accounts there are.
+    """
+    n = pos_rows.shape[0]
+    k = pos_chunk_starts.shape[0]
+    n_b = bal_accounts.shape[0]
+    # Where each chunk's group starts: its first position run (a chunk without one: the next chunk's), and
+    # the first balance run at or after that account (the first group also takes every balance run before).
+    first_value = np.zeros(k + 1, np.int64)
+    first_row = np.full(k + 1, n, np.int64)
+    for c in range(k - 1, -1, -1):
+        b0 = c * n // k
+        has_run = pos_chunk_starts[c] > 0
+        first_row[c] = pos_rows[b0] if has_run else first_row[c + 1]
+        first_value[c] = pos_values[b0] if has_run else first_value[c + 1]
+    m = 0
     j = 0
-    k = 0
-    while i < n_p or j < n_b:
-        take_p = j >= n_b or (i < n_p and pos_accounts[i] <= bal_accounts[j])
-        take_b = i >= n_p or (j < n_b and bal_accounts[j] <= pos_accounts[i])
-        accounts[k] = pos_accounts[i] if take_p else bal_accounts[j]
-        pos_start[k] = pos_offsets[i]
-        bal_start[k] = bal_offsets[j]
-        i += take_p
-        j += take_b
-        k += 1
-    pos_start[k] = pos_offsets[n_p]
-    bal_start[k] = bal_offsets[n_b]
-    return k
+    for c in range(k):
+        b0 = c * n // k
+        n_p = pos_chunk_starts[c]
+        j_end = n_b if first_row[c + 1] == n else np.searchsorted(bal_accounts, first_value[c + 1])
+        i = 0
+        while i < n_p or j < j_end:
+            take_p = j >= j_end or (i < n_p and pos_values[b0 + i] <= bal_accounts[j])
+            take_b = i >= n_p or (j < j_end and bal_accounts[j] <= pos_values[b0 + i])
+            accounts[m] = pos_values[b0 + i] if take_p else bal_accounts[j]
+            pos_start[m] = pos_rows[b0 + i] if i < n_p else first_row[c + 1]
+            bal_start[m] = bal_offsets[j]
+            i += take_p
+            j += take_b
+            m += 1
+    pos_start[m] = n
+    bal_start[m] = bal_offsets[n_b]
+    return m
 
 
 @kernel
