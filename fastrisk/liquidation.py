@@ -49,8 +49,7 @@ class Buckets:
     up: np.ndarray          # [r]
     excess: np.ndarray      # [r] equity - MM of the row's bucket (split only; else empty)
     n_cross: np.ndarray     # [a] int32 cross rows of each account
-    separable: np.ndarray   # [a] uint8 (see kernels.liquidation.group_positions)
-    order: np.ndarray       # [p] int64 each account's cross positions grouped by underlying (group_positions)
+    separable: np.ndarray   # [a] uint8 (see kernels.liquidation.count_rows)
 
 
 def kernel_moving(market: Market, rate: float = 0.0):
@@ -103,28 +102,33 @@ def bucket_multipliers(market: Market, bound: BoundBook, val: Valuation, *, spli
     moved down/up (inf where unbounded), for m in ``window`` (default: the whole search range), and
     ``excess`` g at ``val`` (see ``kernels.cascade``).
     """
-    from .kernels.liquidation import M_MAX, M_MIN
-    from .kernels.liquidation import group_positions, liquidation_factors
+    from .kernels._jit import n_chunks
+    from .kernels.liquidation import FIGURES, M_MAX, M_MIN, count_rows, liquidation_factors
 
     w_lo, w_hi = (M_MIN, M_MAX) if window is None else window
     M = market.arrays
     book = kernel_book(bound)
     moving = kernel_moving(market, rate)
-    n, n_pos = len(bound.book.account_id), len(bound.book.quantity)
-    order = np.empty(n_pos, np.int64)
+    n, n_pos, n_u = len(bound.book.account_id), len(bound.book.quantity), len(M.index_price)
+    # Small account chunks: heavy-tailed accounts balance over the threads; each chunk has its own scratch.
+    chunks = n_chunks(n, 1 << 12)
     n_rows, n_cross, separable = np.empty(n, np.int64), np.empty(n, np.int32), np.empty(n, np.uint8)
-    group_positions(order, n_rows, n_cross, separable, book, moving)
+    exposure = np.empty((n, (n_u + 63) // 64), np.uint64)
+    count_rows(n_rows, n_cross, separable, exposure, book, moving)
     row_start = np.zeros(n + 1, np.int64)
     np.cumsum(n_rows, out=row_start[1:])
     r = int(row_start[-1])
-    account, underlying, position = np.empty(r, np.int32), np.empty(r, np.int32), np.empty(r, np.int64)
-    down, up, excess = np.empty(r), np.empty(r), np.empty(r if split else 0)
+    out = (np.empty(r, np.int32), np.empty(r, np.int32), np.empty(r, np.int64), np.empty(r), np.empty(r),
+           np.empty(r if split else 0))
+    scratch = (np.empty((chunks, n_u), np.int64), np.empty((chunks, n_u), np.int64),
+               np.empty((chunks, n_u, FIGURES)))
+    order = np.empty(n_pos, np.int64)
     inst, tiers = kernel_market(market)
-    liquidation_factors(row_start, order, separable, account, underlying, position, down, up, excess, bool(split), book,
-                        inst, tier_terms(market) + (float(w_lo), float(w_hi)), tiers,
-                        (val.price, val.forward, val.settle_px, val.asset_px),
-                        (M.asset_cw, M.asset_bw), tuple(float(x) for x in option_margin), moving)
-    return Buckets(row_start, account, underlying, position, down, up, excess, n_cross, separable, order)
+    liquidation_factors(row_start, n_cross, exposure, order, scratch, out, bool(split), book, inst,
+                        tier_terms(market) + (float(w_lo), float(w_hi)), tiers,
+                        (val.price, val.forward, val.settle_px, val.asset_px), (M.asset_cw, M.asset_bw),
+                        tuple(float(x) for x in option_margin), moving, chunks)
+    return Buckets(row_start, *out, n_cross, separable)
 
 
 def liquidation_prices(market: Market, book: Book, *, rate: float = 0.0,

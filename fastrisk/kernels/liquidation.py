@@ -2,19 +2,22 @@
 which one underlying must move for the bucket to become liquidatable.
 
 Index letters: a = accounts, p = positions (sorted by account), b = balances, i = instruments,
-u = underlyings, t = tier brackets, r = output rows (buckets), j = slots of the per-account grouping.
+u = underlyings, t = tier brackets, r = output rows (buckets), c = chunks of accounts.
 
 A *bucket* is either an account's cross bucket seen from one underlying ``u`` it has exposure to, or one
 isolated position (seen from its own underlying). Its *excess* ``g(m) = equity(m) - MM(m)`` (USD) is
-evaluated with the code of ``account_risk``: ``margin.account_figures`` (the whole account, once) and, for
-the rows that move with ``u``, ``margin.moved_instrument`` + ``margin.position_usd`` + ``margin.add_position``
-+ ``margin.balance_usd``. The bucket is liquidatable at ``m`` when MM > 0 and ``g(m) <= 0`` (SPEC §3). MM is
-> 0 at every ``m`` exactly when the bucket holds a future with a quantity or a short option, so buckets
-without one never liquidate (NaN) and for the others the rule is ``g(m) <= 0``.
+evaluated with the code of ``account_risk``: ``margin.position_figures``, ``margin.usd_contribution`` and
+``margin.add_position`` summed as ``margin.account_figures`` sums them, and ``margin.moved_instrument`` +
+``margin.balance_usd`` for the rows that move with ``u``. The bucket is liquidatable at ``m`` when MM > 0 and
+``g(m) <= 0`` (SPEC §3). MM is > 0 at every ``m`` exactly when the bucket holds a future with a quantity or
+a short option, so buckets without one never liquidate (NaN) and for the others the rule is ``g(m) <= 0``.
 
-Each account's cross positions with a quantity are first grouped by underlying (``group_positions``), so
-that evaluating a bucket touches only its own positions: ``g(m) = fixed + moving(m)``, where ``fixed`` (the
-rows that do not move with ``u``) is the whole account minus ``moving(1)``.
+Two passes. ``count_rows`` finds each account's rows (its exposures as a bit set per account), so that the
+rows can be allocated. ``account_factors`` then values each position once at m = 1, into the account's
+totals and into per-underlying sums of the rows moving with each ``u`` (their equity, MM and slope bounds),
+and groups the account's cross positions with a quantity by underlying, so that evaluating a bucket at
+another m touches only its own positions: ``g(m) = fixed + moving(m)``, where ``fixed`` (the rows that do not
+move with ``u``) is the whole account minus ``moving(1)``.
 
 Root finding, outward from m = 1 in each direction (``g`` is continuous: tiers are continuous by the
 maintenance-amount rule; and smooth between *breakpoints*, where a future's notional crosses a cap):
@@ -52,10 +55,12 @@ import math
 
 import numpy as np
 from numba import prange
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from ..codes import CALL, INVERSE, LINEAR, OPTION
 from ._jit import chunked, helper, index, inline, kernel
-from .margin import account_figures, balance_usd, isolated_bucket, moved_instrument, position_figures
+from .margin import (NO_POSITIONS, add_position, balance_usd, isolated_bucket, moved_instrument, position_figures,
+                     usd_contribution)
 
 M_MIN, M_MAX = 1e-4, 1e4
 GRID_PER_DECADE = 64
@@ -70,111 +75,103 @@ CONCAVE, LINEAR_WALK, GRID_WALK = 0, 1, 2
 # ------------------------------------------------------------------------------------- account layout
 
 @inline
-def _cross_with_quantity(p, quantity, isolated):
-    return isolated[p] == 0 and quantity[p] != 0.0
+def position_exposure(p, book, moving):
+    """The underlyings a position moves its account's cross bucket with: ``(own, coin)``, ``own`` its
+    underlying when it is a cross position with a quantity (else -1), ``coin`` the underlying its settle asset
+    follows when that is another one (else -1; the account's equity then does not separate by underlying).
+    With ``balance_exposure``, the one rule for which (account, underlying) rows exist."""
+    _, pos_instrument, quantity, _, isolated, _, _, _, _ = book
+    if isolated[p] or quantity[p] == 0.0:
+        return -1, -1
+    i = pos_instrument[p]
+    own = moving[0][i]
+    coin = moving[1][i]
+    return own, coin if coin >= 0 and coin != own else -1
+
+
+@inline
+def balance_exposure(b, book, moving):
+    """The underlying balance ``b``'s asset follows, -1 if none or the balance is 0 (a cross bucket with a
+    position with a quantity moves with it)."""
+    _, _, _, _, _, _, _, bal_asset, bal_amount = book
+    if bal_amount[b] == 0.0:
+        return -1
+    return moving[2][bal_asset[b]]
+
+
+_ZERO, _ONE = np.uint64(0), np.uint64(1)
+
+
+@inline
+def _set(words, u):
+    """Set bit ``u`` (>= 0) of the bit set ``words`` (uint64 [n_words])."""
+    words[u >> 6] |= _ONE << np.uint64(u & 63)
+
+
+@inline
+def _lowest(word):
+    """``(bit, rest)``: the lowest set bit of a non-zero uint64 and the word without it."""
+    return np.int64(trailing_zeros(word)), word & (word - _ONE)
 
 
 @kernel(parallel=True, nrt=False)
-def group_positions(order, n_rows, n_cross, separable, book, moving):
-    """Per account: its cross positions with a quantity into ``order[pos_start[a]:]`` grouped by underlying
-    code (row order within a group; the slots left are -1), the rows of its liquidation table into
-    ``n_rows`` [a] (cross rows + isolated positions), its cross rows into ``n_cross`` [a], and whether its
-    equity is a sum of one function per underlying into ``separable`` [a] (False when a cross position is
-    settled in an asset following another underlying than its own).
-
-    Cross rows are the underlyings the cross bucket moves with: those of its cross positions with a
-    quantity, of their settle assets, and of its balances in assets that follow an underlying; none when
-    the account has no cross position with a quantity.
-    """
-    pos_start, pos_instrument, quantity, _, isolated, _, bal_start, bal_asset, bal_amount = book
-    inst_underlying, settle_underlying, asset_underlying = moving[0], moving[1], moving[2]
-    n = pos_start.shape[0] - 1
-    for a in prange(n):
-        lo = pos_start[a]
-        k = lo
+def count_rows(n_rows, n_cross, separable, exposure, book, moving):
+    """Per account: the underlyings its cross bucket moves with, as a bit set ``exposure`` [a, n_words] (bit u
+    of word u // 64; none when it has no cross position with a quantity); the rows of its liquidation table
+    into ``n_rows`` [a] (cross rows + isolated positions), its cross rows into ``n_cross`` [a], and into
+    ``separable`` [a] whether its equity is a sum of one function per underlying (no cross position settled
+    in a coin following another underlying than its own)."""
+    pos_start, _, _, _, isolated, _, bal_start, _, _ = book
+    for a in prange(pos_start.shape[0] - 1):
+        words = exposure[a]
+        words[:] = 0
         n_iso = 0
         sep = True
-        for p in range(lo, pos_start[a + 1]):
+        for p in range(pos_start[a], pos_start[a + 1]):
             n_iso += isolated[p] != 0
-            if not _cross_with_quantity(p, quantity, isolated):
-                continue
-            i = pos_instrument[p]
-            s = settle_underlying[i]
-            if s >= 0 and s != inst_underlying[i]:
+            own, coin = position_exposure(p, book, moving)
+            if own >= 0:
+                _set(words, own)
+            if coin >= 0:
+                _set(words, coin)
                 sep = False
-            # Insertion by underlying (stable): accounts hold a few positions.
-            u = inst_underlying[i]
-            j = k
-            while j > lo and inst_underlying[pos_instrument[order[j - 1]]] > u:
-                order[j] = order[j - 1]
-                j -= 1
-            order[j] = p
-            k += 1
-        for j in range(k, pos_start[a + 1]):
-            order[j] = -1
-        c = 0
-        if k > lo:
-            u, first, cursor = next_exposure(a, -1, lo, k, sep, order, book, moving)
-            while u >= 0:
-                c += 1
-                u, first, cursor = next_exposure(a, u, cursor, k, sep, order, book, moving)
-        n_rows[a] = c + n_iso
-        n_cross[a] = c
+        n_u = 0
+        for w in range(words.shape[0]):
+            word = words[w]
+            while word != _ZERO:
+                _, word = _lowest(word)
+                n_u += 1
+        if n_u > 0:
+            for b in range(bal_start[a], bal_start[a + 1]):
+                u = balance_exposure(b, book, moving)
+                if u >= 0 and not words[u >> 6] & (_ONE << np.uint64(u & 63)):
+                    _set(words, u)
+                    n_u += 1
+        n_rows[a] = n_u + n_iso
+        n_cross[a] = n_u
         separable[a] = sep
 
 
-@helper
-def next_exposure(a, prev, cursor, hi, sep, order, book, moving):
-    """The next underlying of account ``a``'s cross bucket after ``prev`` and its positions' slots: returns
-    ``(u, first, last)``, ``u = -1`` when there is none; ``order[first:last]`` are its cross positions on
-    ``u`` (possibly none: exposure through collateral or a settle coin only).
-
-    ``order[cursor:hi]`` are the account's grouped cross positions not yet visited (``cursor`` = the ``last``
-    of the previous call, or the account's first slot): exposures are visited in increasing code, so one
-    account costs one pass over its positions plus its few balances per exposure.
-    """
-    pos_start, pos_instrument, quantity, _, isolated, _, bal_start, bal_asset, bal_amount = book
-    inst_underlying, settle_underlying, asset_underlying = moving[0], moving[1], moving[2]
-    best = -1
-    if cursor < hi:
-        best = inst_underlying[pos_instrument[order[cursor]]]
-    if not sep:
-        for j in range(pos_start[a], pos_start[a + 1]):
-            q = order[j]
-            if q < 0:
-                break
-            c = settle_underlying[pos_instrument[q]]
-            if c > prev and (best < 0 or c < best):
-                best = c
-    for b in range(bal_start[a], bal_start[a + 1]):
-        if bal_amount[b] == 0.0:
-            continue
-        c = asset_underlying[bal_asset[b]]
-        if c > prev and (best < 0 or c < best):
-            best = c
-    last = cursor
-    while last < hi and inst_underlying[pos_instrument[order[last]]] == best:
-        last += 1
-    return best, cursor, last
+@inline
+def position_shape(i, u, kind, settle_underlying, mm_convex):
+    """How a future or option on ``u`` (its own underlying) makes its bucket's g behave (module docstring):
+    ``GRID_WALK`` unless it is linear in m between breakpoints; then ``CONCAVE`` if its mmf never falls from
+    bracket to bracket, else ``LINEAR_WALK``. A bucket takes the largest of its rows'."""
+    k = kind[i]
+    coin_settled = settle_underlying[i] == u
+    if k == OPTION or (k == LINEAR and coin_settled) or (k == INVERSE and not coin_settled):
+        return GRID_WALK
+    return CONCAVE if mm_convex[i] else LINEAR_WALK
 
 
 # ------------------------------------------------------------------------------------- a bucket's g(m)
 
 @inline
-def moving_figures(a, p, u, m, bounds, lo, hi, sep, order, book, inst, terms, tiers, val, weights, option_margin,
-                   moving):
-    """``(equity, MM, slope_lo, slope_hi, slope_down, slope_up, seg_down, seg_up)`` in USD, at ``m``, of the
-    rows of a bucket that move with ``u``:
-    isolated position ``p`` when ``p >= 0``; else account ``a``'s cross positions on ``u`` (``order[lo:hi]``),
-    its other cross positions settled in a coin following ``u`` (only when not ``sep``arable) and its balances
-    in assets following ``u``.
-
-    With ``bounds`` (at m = 1 only), ``[slope_lo, slope_hi]`` bounds dg/dm over the whole range (USD per unit
-    of m; ``-inf, inf`` when a row's slope is not bounded in m, see ``slope_bounds``), and ``slope_down``,
-    ``slope_up`` are dg/dm exactly on the linear segments just below and just above m (NaN off linear buckets),
-    which end at the factors ``seg_down`` < m < ``seg_up``: the nearest breakpoints (0 and inf: none); else
-    the six are 0, 0, 0, 0, 0, inf.
-    One call site of the position code, for every kind of row: the helper is specialised once."""
+def moving_figures(a, p, u, m, lo, hi, sep, order, book, inst, tiers, val, weights, option_margin, moving):
+    """``(equity, MM)`` in USD, at ``m``, of the rows of a bucket that move with ``u``: isolated position
+    ``p`` when ``p >= 0``; else account ``a``'s cross positions on ``u`` (``order[lo:hi]``), its other cross
+    positions settled in a coin following ``u`` (only when not ``sep``arable) and its balances in assets
+    following ``u``. One call site of the position code, for every kind of row: it is specialised once."""
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
         bal_amount = book
     kind, option_type, strike = inst[0], inst[4], inst[5]
@@ -182,12 +179,6 @@ def moving_figures(a, p, u, m, bounds, lo, hi, sep, order, book, inst, terms, ti
     inst_underlying, settle_underlying, asset_underlying = moving[0], moving[1], moving[2]
     equity = 0.0
     mm_sum = 0.0
-    s_lo = 0.0
-    s_hi = 0.0
-    e_dn = 0.0
-    e_up = 0.0
-    seg_dn = 0.0
-    seg_up = np.inf
     if p >= 0:
         n_own, n_other = 1, 0
     else:
@@ -213,35 +204,21 @@ def moving_figures(a, p, u, m, bounds, lo, hi, sep, order, book, inst, terms, ti
         else:
             equity += value * px  # futures: upnl; options: q*c*V (margin.position_usd)
         mm_sum += mm * px
-        if bounds:
-            lo_k, hi_k, dn_k, up_k, sd_k, su_k = slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms,
-                                                              tiers, val, option_margin, moving)
-            s_lo += lo_k
-            s_hi += hi_k
-            e_dn += dn_k
-            e_up += up_k
-            seg_dn = max(seg_dn, sd_k)
-            seg_up = min(seg_up, su_k)
     for b in range(bal_start[a], bal_start[a + 1] if p < 0 else bal_start[a]):
         k = bal_asset[b]
         if asset_underlying[k] == u:
-            c = balance_usd(asset_px[k] * m, bal_amount[b], weights[0][k], weights[1][k])
-            equity += c
-            if bounds:
-                s_lo += c  # linear in m
-                s_hi += c
-                e_dn += c
-                e_up += c
-    return equity, mm_sum, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up
+            equity += balance_usd(asset_px[k] * m, bal_amount[b], weights[0][k], weights[1][k])
+    return equity, mm_sum
 
 
 @inline
 def slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms, tiers, val, option_margin, moving):
-    """``(lo, hi, down, up, seg_down, seg_up)``: ``[lo, hi]`` bounds the slope in m (USD per unit of m) of position ``q``'s part of
-    its bucket's excess g = equity - MM, for every m, from today's valuation (``value``, ``mm``, ``notional`` in
-    settle units at m = 1, ``tier`` its 1-based bracket); ``down``, ``up`` are that slope exactly on the linear
-    segment just below and just above m = 1 (NaN for a row that is not linear in m between breakpoints), and
-    those segments end at ``seg_down`` < 1 < ``seg_up``, where the notional meets a cap (0, inf: never).
+    """``(lo, hi, down, up, seg_down, seg_up)``: ``[lo, hi]`` bounds the slope in m (USD per unit of m) of position
+    ``q``'s part of its bucket's excess g = equity - MM when its own underlying ``u`` moves by m, from today's
+    valuation (``value``, ``mm``, ``notional`` in settle units at m = 1, ``tier`` its 1-based bracket); ``down``,
+    ``up`` are that slope exactly on the linear segment just below and just above m = 1 (NaN for a row that is not
+    linear in m between breakpoints), and those segments end at ``seg_down`` < 1 < ``seg_up``, where the notional
+    meets a cap (0, inf: never).
 
     Down and up differ only at a cap: the notional is then at the top of its bracket t (``tier_margin``), and
     the side where it grows is in bracket t + 1.
@@ -254,8 +231,6 @@ def slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms, tiers, v
     Derivatives of ``margin.position_figures`` with the row moved by ``margin.moved_instrument`` (c = contract
     size, P, F = today's mark and forward, S = settle price, E = entry, t = bracket):
 
-    * on another underlying, settled in a coin following u: ``(value - MM) * S * m``, slope exactly
-      ``(value - MM) * S``;
     * linear future, settle asset not following u: ``q*c*P*S - mmf_t*|q|*c*P*S``, between the reachable
       brackets' largest and smallest mmf;
     * inverse future settled in a coin following u: USD upnl ``q*c*S*(m/E - 1/P)``, MM ``mmf_t*|q|*c*S/P -
@@ -273,16 +248,13 @@ def slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms, tiers, v
     # Over the whole search range a future reaches (nearly) every bracket: the schedule's extremes, precomputed.
     whole = w_lo <= M_MIN and w_hi >= M_MAX
     price, forward, settle_px = val[0], val[1], val[2]
-    inst_underlying, settle_underlying, years, rate = moving[0], moving[1], moving[5], moving[7]
+    settle_underlying, years, rate = moving[1], moving[5], moving[7]
     cap, mmf, amount = tiers[0], tiers[2], tiers[3]
     qq = quantity[q]
     if qq == 0.0:
         return 0.0, 0.0, 0.0, 0.0, 0.0, np.inf
     sx = settle_px[i]
     coin = settle_underlying[i] == u
-    if inst_underlying[i] != u:
-        d = (value - mm) * sx
-        return d, d, d, d, 0.0, np.inf
     k = kind[i]
     first = inst[2][i]
     t = first + tier - 1
@@ -326,6 +298,14 @@ def slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms, tiers, v
     return -np.inf, np.inf, np.nan, np.nan, 0.0, np.inf
 
 
+@inline
+def coin_bounds(value, mm, px):
+    """``slope_bounds`` of a position on another underlying than u, settled in a coin following u: its
+    ``(value - MM) * S * m`` is linear in m, slope exactly ``(value - MM) * S``."""
+    d = (value - mm) * px
+    return d, d, d, d, 0.0, np.inf
+
+
 @helper
 def reachable(figure, cap, first, last, n_lo, n_hi):
     """``(min, max)`` of a bracket figure (mmf or maintenance amount) over the brackets a notional in
@@ -340,31 +320,6 @@ def reachable(figure, cap, first, last, n_lo, n_hi):
         lo = min(lo, figure[t])
         hi = max(hi, figure[t])
     return lo, hi
-
-
-@inline
-def shape(a, p, u, lo, hi, sep, order, book, inst, mm_convex, moving):
-    """``CONCAVE``, ``LINEAR_WALK`` or ``GRID_WALK``: how the bucket's g behaves in m (module docstring)."""
-    pos_start, pos_instrument, quantity, _, isolated, _, _, _, _ = book
-    kind = inst[0]
-    inst_underlying, settle_underlying = moving[0], moving[1]
-    out = CONCAVE
-    if p >= 0:
-        lo, hi = 0, 1
-    for j in range(lo, hi):
-        q = p if p >= 0 else order[j]
-        if quantity[q] == 0.0:
-            continue
-        i = pos_instrument[q]
-        if inst_underlying[i] != u:
-            continue  # on another underlying, settled in a coin following u: value and MM times m
-        k = kind[i]
-        coin_settled = settle_underlying[i] == u
-        if k == OPTION or (k == LINEAR and coin_settled) or (k == INVERSE and not coin_settled):
-            return GRID_WALK
-        if not mm_convex[i]:
-            out = LINEAR_WALK
-    return out
 
 
 # ------------------------------------------------------------------------------------- root finding
@@ -408,13 +363,12 @@ def next_point(m, down, grid, p, lo, hi, order, u, book, inst, tiers, val, movin
 
 
 @inline
-def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed, lo, hi, sep, order, book,
-           inst, terms, tiers, val, weights, option_margin, moving):
-    """One bucket's evaluation at m = 1 (``d = 0``: returns ``moving_figures``'s eight figures there), or its
-    nearest factor below (``d = 1``) or above (``d = 2``) 1 where ``g <= target``, given ``g(1) = g1 >
-    target``, the slope bounds ``[s_lo, s_hi]`` and (linear buckets) the exact slopes ``e_dn``, ``e_up`` of the
-    segments just below and above 1, which end at the breakpoints ``seg_dn``, ``seg_up``: returns ``(factor, 0,
-    0, 0, 0, 0, 0, 0)``, factor NaN when there is none in [M_MIN, M_MAX].
+def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed, lo, hi, sep, order, book, inst,
+           tiers, val, weights, option_margin, moving):
+    """One bucket's nearest factor below (``down``) or above 1 where ``g <= 0``, NaN when there is none in
+    [M_MIN, M_MAX], given ``g(1) = g1 > 0``, the slope bounds ``[s_lo, s_hi]`` and (linear buckets) the exact
+    slopes ``e_dn``, ``e_up`` of the segments just below and above 1, which end at the breakpoints ``seg_dn``,
+    ``seg_up`` (``slope_bounds``).
 
     *Tangent*, linear buckets: g is linear from 1 to the nearest breakpoint (or the range end), so if g falls
     there its root is ``1 + g1 / rate`` (Binance's closed form; evaluated a quarter tolerance outward to
@@ -424,28 +378,27 @@ def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, 
     comes first, the walk below decides.
 
     *Safe skip*: g falls by at most L per unit of m moved outward (L = ``s_hi`` down, ``-s_lo`` up), so from
-    a point ``near`` there is no crossing before ``near +- (g(near) - target) / L``: L = 0 means none at all
+    a point ``near`` there is no crossing before ``near +- g(near) / L``: L = 0 means none at all
     (no evaluation), a skip beyond the range end means none, and the walk jumps there when that is farther
     than its next point. A concave bucket is then evaluated at the range end: no crossing there, none at all.
     Then walk outward from breakpoint to breakpoint (and, off linear buckets, grid point to grid point) until
-    ``g <= target``, so that a linear bucket's bracket is one linear segment; then narrow the bracket [near,
+    ``g <= 0``, so that a linear bucket's bracket is one linear segment; then narrow the bracket [near,
     far] to ``REL_TOL`` relative by Illinois regula falsi, each step kept at least one tolerance inside the
-    bracket (so it always shrinks). Returns the far end, where ``g <= target``; on a linear segment the first
-    step is the exact root and is returned at once when ``g <= target`` there (else one more step just across
+    bracket (so it always shrinks). Returns the far end, where ``g <= 0``; on a linear segment the first
+    step is the exact root and is returned at once when ``g <= 0`` there (else one more step just across
     it closes the bracket). One evaluation site, so the bucket's evaluation is compiled once.
     """
-    down = d == 1
     end = M_MIN if down else M_MAX
     sgn = -1.0 if down else 1.0
     # How fast g can fall per unit of m moved outward (inf: no bound, the walk alone decides).
     fall = max(s_hi, 0.0) if down else max(-s_lo, 0.0)
-    if d != 0 and fall == 0.0:
-        return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0  # g never falls outward from g1 > target
+    if fall == 0.0:
+        return np.nan  # g never falls outward from g1 > 0
     near = 1.0
-    g_near = g1 - target
+    g_near = g1
     x = 1.0
-    chosen = d == 0
-    tangent = d != 0 and how != GRID_WALK
+    chosen = False
+    tangent = how != GRID_WALK
     if tangent:
         # The first segment's exact fall rate outward, and its root.
         rate = e_dn if down else -e_up
@@ -454,7 +407,7 @@ def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, 
             root = end
         if root >= seg_dn if down else root <= seg_up:
             if root == end:
-                return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0  # linear to the range end without reaching 0
+                return np.nan  # linear to the range end without reaching 0
             # Inside the segment: the exact root, a quarter tolerance outward so that rounding in g's sum
             # rarely leaves it a hair above 0; evaluated below to confirm it.
             x = root + sgn * (0.25 * REL_TOL * root)
@@ -474,7 +427,7 @@ def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, 
             # The walk's next point, or farther when the safe skip reaches beyond it.
             safe = near + sgn * (g_near / fall)
             if safe < end if down else safe > end:
-                return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+                return np.nan
             x = end if check_end else next_point(near, down, how == GRID_WALK, p, lo, hi, order, u, book, inst,
                                                  tiers, val, moving)
             if safe < x if down else safe > x:
@@ -483,15 +436,12 @@ def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, 
         if x == end and not np.isnan(g_end):
             gx = g_end
         else:
-            eq, mm, b_lo, b_hi, b_dn, b_up, b_sd, b_su = moving_figures(a, p, u, x, d == 0, lo, hi, sep, order, book,
-                                                                        inst, terms, tiers, val, weights,
-                                                                        option_margin, moving)
-            if d == 0:
-                return eq, mm, b_lo, b_hi, b_dn, b_up, b_sd, b_su
-            gx = ((fixed + eq) - mm) - target
+            eq, mm = moving_figures(a, p, u, x, lo, hi, sep, order, book, inst, tiers, val, weights, option_margin,
+                                    moving)
+            gx = (fixed + eq) - mm
         if tangent:
             if gx <= 0.0:
-                return x, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+                return x
             # Rounding beyond the tolerance: walk on from here (a concave bucket checks the range end first).
             near = x
             g_near = gx
@@ -500,14 +450,14 @@ def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, 
             continue
         if check_end:
             if gx > 0.0:
-                return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+                return np.nan
             check_end = False
             g_end = gx
             continue
         if not refining:
             if gx > 0.0:
                 if x == end:
-                    return np.nan, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+                    return np.nan
                 near = x
                 g_near = gx
                 continue
@@ -518,7 +468,7 @@ def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, 
         elif gx <= 0.0:
             if side == 0 and how != GRID_WALK:
                 # The first step on a linear segment is its exact root (Binance's closed form): done.
-                return x, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+                return x
             far, fb = x, gx
             if side == -1:
                 fa *= 0.5
@@ -534,7 +484,7 @@ def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, 
         # so that a step of one tolerance always moves.
         tol = 0.25 * REL_TOL * max(near, far)
         if width <= 2.0 * tol:
-            return far, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+            return far
         # Regula falsi (Illinois), kept at least one tolerance inside the bracket: after an exact step on a
         # linear segment the next trial lands just across the root and closes the bracket.
         step = (fb / (fb - fa)) * width
@@ -547,123 +497,209 @@ def search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, 
 
 
 @inline
-def bucket_factors(a, p, u, lo, hi, sep, split, total, order, book, inst, terms, tiers, val,
-                   weights, option_margin, moving):
-    """``(m_down, m_up, g1)`` of one bucket: factors 1.0 if liquidatable now, NaN where none; ``g1`` its excess
-    equity - MM at m = 1 (+inf when it carries no MM: never liquidated).
+def row_factors(a, p, u, equity, mm, fixed, has_mm, bounds, how, lo, hi, sep, split, order, book, inst, tiers, val,
+                weights, option_margin, moving):
+    """``(m_down, m_up, g1)`` of one bucket row: factors 1.0 if liquidatable now, NaN where none; ``g1`` its
+    excess equity - MM at m = 1 (+inf when the bucket carries no MM: never liquidated).
 
-    ``total = (equity, MM)`` of account ``a``'s whole cross bucket (unused for an isolated position).
+    ``equity``, ``mm``: at m = 1, of the rows moving with ``u`` (``moving_figures``' scope: isolated position
+    ``p`` when ``p >= 0``, else account ``a``'s, its positions on ``u`` being ``order[lo:hi]``); ``fixed``: the
+    excess of the rest of the bucket; ``has_mm``: the whole bucket carries MM; ``bounds``: the moving rows'
+    ``slope_bounds``, summed (segment ends: the nearest); ``how``: their shape (``position_shape``).
     ``split``: no search; instead of the factors, how fast g can fall per unit of m moved down and up
-    (``search``'s L, from the slope bounds; inf where unbounded): the cascade's screen (``kernels.cascade``)."""
-    # One call site of ``search`` (inlined: the bucket's evaluation is compiled once, in here).
-    g1 = fixed = s_lo = s_hi = e_dn = e_up = seg_dn = 0.0
-    seg_up = np.inf
-    target = 0.0
-    how = CONCAVE
-    down = np.nan
-    up = np.nan
-    for d in range(3):
-        r0, r1, r2, r3, r4, r5, r6, r7 = search(d, g1, target, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p,
-                                                u, fixed, lo, hi, sep, order, book, inst, terms, tiers, val,
-                                                weights, option_margin, moving)
-        if d == 1:
-            down = r0
-        elif d == 2:
-            up = r0
+    (``search``'s L, from the slope bounds; inf where unbounded): the cascade's screen (``kernels.cascade``).
+
+    Compiled once and called for cross and isolated rows alike, with one call site of ``search``: the
+    bucket's evaluation is compiled once."""
+    s_lo, s_hi, e_dn, e_up, seg_dn, seg_up = bounds
+    if not has_mm:
+        return (0.0, 0.0, np.inf) if split else (np.nan, np.nan, np.inf)
+    g1 = (fixed + equity) - mm
+    if split:
+        return max(s_hi, 0.0), max(-s_lo, 0.0), g1
+    if g1 <= 0.0:
+        return 1.0, 1.0, g1
+    down = up = np.nan
+    for d in range(2):
+        factor = search(d == 0, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed, lo, hi, sep, order,
+                        book, inst, tiers, val, weights, option_margin, moving)
+        if d == 0:
+            down = factor
         else:
-            eq1, mm1, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up = r0, r1, r2, r3, r4, r5, r6, r7
-            if p >= 0:
-                has_mm = mm1 > 0.0
-            else:
-                # The rows that do not move with u, once: the whole bucket minus its moving part.
-                fixed = (total[0] - eq1) - (total[1] - mm1)
-                has_mm = total[1] > 0.0
-            if not has_mm:
-                return (0.0, 0.0, np.inf) if split else (np.nan, np.nan, np.inf)
-            g1 = (fixed + eq1) - mm1
-            if split:
-                return max(s_hi, 0.0), max(-s_lo, 0.0), g1
-            if g1 <= 0.0:
-                return 1.0, 1.0, g1
-            how = shape(a, p, u, lo, hi, sep, order, book, inst, terms[0], moving)
+            up = factor
     return down, up, g1
+
+
+@inline
+def _write_row(r, a, u, p, factors, split, out):
+    """Row ``r`` of the kernel's outputs ``out`` (``liquidation_factors``): its bucket and ``row_factors``."""
+    out_account, out_u, out_pos, out_down, out_up, out_excess = out
+    down, up, g1 = factors
+    out_account[r] = a
+    out_u[r] = u
+    out_pos[r] = p
+    out_down[r] = down
+    out_up[r] = up
+    if split:
+        out_excess[r] = g1
+
+
+# Per-underlying sums of one account's pass (``account_factors``' scratch ``acc`` [u, FIGURES]): equity and MM
+# at m = 1 of the rows moving with u, then ``slope_bounds``' six figures (summed; segment ends: the nearest).
+EQUITY, MM, SLOPE_LO, SLOPE_HI, SLOPE_DOWN, SLOPE_UP, SEG_DOWN, SEG_UP = range(8)
+FIGURES = 8
+
+
+@inline
+def _add_row(u, equity, mm, bounds, how, acc, shape):
+    """Add one row moving with ``u`` to the account's sums (``acc``; ``shape`` [u]: the bucket's ``how``)."""
+    lo_k, hi_k, dn_k, up_k, sd_k, su_k = bounds
+    row = acc[u]
+    row[EQUITY] += equity
+    row[MM] += mm
+    row[SLOPE_LO] += lo_k
+    row[SLOPE_HI] += hi_k
+    row[SLOPE_DOWN] += dn_k
+    row[SLOPE_UP] += up_k
+    row[SEG_DOWN] = max(row[SEG_DOWN], sd_k)
+    row[SEG_UP] = min(row[SEG_UP], su_k)
+    shape[u] = max(shape[u], how)
 
 
 # ------------------------------------------------------------------------------------- the kernel
 
 @kernel(parallel=True, nrt=False)
-def liquidation_factors(row_start, order, separable, out_account, out_u, out_pos, out_down, out_up, out_excess,
-                        split, book, inst, terms, tiers, val, weights, option_margin, moving):
+def liquidation_factors(row_start, n_cross, exposure, order, scratch, out, split, book, inst, terms, tiers, val,
+                        weights, option_margin, moving, n_chunks):
     """Every bucket's ``(m_down, m_up)`` (SPEC §4); account ``a``'s rows are ``row_start[a]:row_start[a+1]``:
-    its cross rows by underlying code, then its isolated positions in position order.
+    its ``n_cross`` [a] cross rows, one per underlying in its ``exposure`` bit set, by code (``count_rows``), then
+    its isolated positions in position order.
 
-    Writes ``out_account`` [r] (account index), ``out_u`` [r] (underlying code), ``out_pos`` [r] (position
-    index, -1 for a cross row), ``out_down`` / ``out_up`` [r] (factors; 1.0 = liquidatable now, NaN = none in
-    range; with ``split``, the fall rates of ``bucket_factors`` instead, and ``out_excess`` [r] the bucket's
-    excess, else ``out_excess`` may be empty). ``order`` and ``separable`` come from ``group_positions``.
-    ``val = (price, forward, settle_px, asset_px)`` is the valuation moved from (today's, or a shocked one);
-    ``weights = (collateral_weight, borrow_weight)`` per asset; ``terms = (mm_convex, mmf_max, amount_min,
-    amount_max, w_lo, w_hi)``: per instrument [i] whether its mmf never falls from bracket to bracket, and the
-    range of its mmf and maintenance amounts; then the window of factors the slope bounds must hold over
-    (``slope_bounds``); ``moving`` as in ``margin.moved_instrument``. Outputs are allocated by the caller.
+    Writes ``out = (account [r], underlying [r], position [r], down [r], up [r], excess [r])``: the account index,
+    the underlying code, the position index (-1 for a cross row), the factors (1.0 = liquidatable now, NaN = none in
+    range; with ``split``, the fall rates of ``row_factors`` instead, and ``excess`` the bucket's excess, else
+    ``excess`` may be empty), and ``order`` [p]: each account's cross positions with a quantity grouped by
+    underlying code (``account_factors``). ``scratch = (count, shape, acc)``, one row per chunk of accounts, of any
+    content: int64 [chunk, u], int64 [chunk, u], float64 [chunk, u, FIGURES]. ``val = (price, forward, settle_px,
+    asset_px)`` is the valuation moved from (today's, or a shocked one); ``weights = (collateral_weight,
+    borrow_weight)`` per asset; ``terms = (mm_convex, mmf_max, amount_min, amount_max, w_lo, w_hi)``: per instrument
+    [i] whether its mmf never falls from bracket to bracket, and the range of its mmf and maintenance amounts; then
+    the window of factors the slope bounds must hold over (``slope_bounds``); ``moving`` as in
+    ``margin.moved_instrument``. Outputs are allocated by the caller.
 
-    The loop body is one compiled call per account: the parallel pass analyses a small body, and the call
-    costs a few nanoseconds. The index is cast because the parallel loop's own is unsigned once lowered,
-    which would compile every callee a second time.
-    """
-    for a in prange(row_start.shape[0] - 1):
-        account_factors(np.int64(a), row_start, order, separable, out_account, out_u, out_pos, out_down, out_up,
-                        out_excess, split, book, inst, terms, tiers, val, weights, option_margin, moving)
+    Accounts run in chunks, each with its own scratch; the body is one compiled call per account (the parallel
+    pass analyses a small body, and the call costs a few nanoseconds; no reference counting, which would
+    cost an atomic increment and decrement per array passed and account)."""
+    n = row_start.shape[0] - 1
+    for c in prange(n_chunks):
+        for a in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            account_factors(np.int64(a), np.int64(c), row_start, n_cross, exposure, order, scratch, out, split, book,
+                            inst, terms, tiers, val, weights, option_margin, moving)
 
 
 @kernel(nrt=False)
-def account_factors(a, row_start, order, separable, out_account, out_u, out_pos, out_down, out_up, out_excess,
-                    split, book, inst, terms, tiers, val, weights, option_margin, moving):
-    """The rows of account ``a`` (see ``liquidation_factors``)."""
+def account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, split, book, inst, terms, tiers, val,
+                    weights, option_margin, moving):
+    """The rows of account ``a`` of chunk ``c`` (see ``liquidation_factors``), from one pass over its positions
+    and balances.
+
+    Each position is valued once at m = 1: into the account's cross totals (summed as
+    ``margin.account_figures`` sums them, so that the bucket's excess is ``account_risk``'s) and into the sums
+    of the underlyings it moves its bucket with (``position_exposure``; each of those sums is started from the
+    account's bit set first, so the pass does not ask whether it is); an isolated position's row is searched
+    right away. Then the account's cross positions with a quantity are grouped by underlying into
+    ``order[pos_start[a]:]`` (row order within a group: a bucket's evaluation touches only its own rows), and
+    each cross row is searched.
+    """
+    count, shape, acc = scratch[0][c], scratch[1][c], scratch[2][c]
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
         bal_amount = book
+    kind, size, tier_first, tier_last, option_type, strike = inst
     price, forward, settle_px, asset_px = val
-    inst_underlying = moving[0]
-    r0 = row_start[a]
+    inst_underlying, settle_underlying = moving[0], moving[1]
+    words = exposure[a]
+    for w in range(words.shape[0]):
+        word = words[w]
+        while word != _ZERO:
+            bit, word = _lowest(word)
+            u = 64 * w + bit
+            acc[u, :] = 0.0
+            acc[u, SEG_UP] = np.inf
+            shape[u] = CONCAVE
+            count[u] = 0
     lo = pos_start[a]
-    hi = lo
-    while hi < pos_start[a + 1] and order[hi] >= 0:
-        hi += 1
-    n_cross = row_start[a + 1] - r0
+    r_iso = row_start[a] + n_cross[a]
+    sums = NO_POSITIONS
+    sep = True
     for p in range(lo, pos_start[a + 1]):
-        n_cross -= isolated[p] != 0
-    sep = separable[a] != 0
-    total = (0.0, 0.0)
-    if n_cross > 0:
-        coll, upnl, optv, im, mm, gross, iso_eq, n_iso = account_figures(
-            a, pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start,
-            bal_asset, bal_amount, inst, tiers, price, forward, settle_px, asset_px, weights[0], weights[1],
-            option_margin)
-        total = (coll + upnl + optv, mm)
-    # One call site for every row, cross and isolated alike: each compiled helper is specialised once.
-    u = -1
-    last = lo
-    p = lo - 1
-    for r in range(r0, row_start[a + 1]):
-        if r - r0 < n_cross:
-            u, first, last = next_exposure(a, u, last, hi, sep, order, book, moving)
-            bucket = -1
-        else:
-            p += 1
-            while not isolated[p]:
-                p += 1
-            u = inst_underlying[pos_instrument[p]]
-            first, last = lo, lo
-            bucket = p
-        out_account[r] = a
-        out_u[r] = u
-        out_pos[r] = bucket
-        down, up, g1 = bucket_factors(a, bucket, u, first, last, sep, split, total, order, book, inst, terms, tiers,
-                                      val, weights, option_margin, moving)
-        out_down[r] = down
-        out_up[r] = up
-        if split:
-            out_excess[r] = g1
+        i = index(pos_instrument[p])
+        px = settle_px[i]
+        figures = position_figures(kind[i], quantity[p], size[i], price[i], forward[i], entry_price[p], tier_first[i],
+                                   tier_last[i], option_type[i], strike[i], tiers, option_margin)
+        sums = add_position(sums, usd_contribution(figures, kind[i], isolated[p], isolated_margin[p], px))
+        notional, _, value, _, mm, tier = figures
+        u = inst_underlying[i]
+        bounds = slope_bounds(p, i, u, value, mm, notional, tier, book, inst, terms, tiers, val, option_margin,
+                              moving)
+        how = position_shape(i, u, kind, settle_underlying, terms[0])
+        if isolated[p]:
+            equity, _ = isolated_bucket(isolated_margin[p], value, mm, px)
+            _write_row(r_iso, a, u, p, row_factors(a, p, u, equity, mm * px, 0.0, mm * px > 0.0, bounds, how, lo, lo,
+                                                   sep, split, order, book, inst, tiers, val, weights,
+                                                   option_margin, moving), split, out)
+            r_iso += 1
+            continue
+        own, coin = position_exposure(p, book, moving)
+        if own < 0:
+            continue
+        _add_row(own, value * px, mm * px, bounds, how, acc, shape)
+        count[own] += 1
+        if coin >= 0:
+            # Its value and MM, in a coin following ``coin``, scale with that underlying: linear in its m.
+            sep = False
+            _add_row(coin, value * px, mm * px, coin_bounds(value, mm, px), CONCAVE, acc, shape)
+    collateral = 0.0
+    for b in range(bal_start[a], bal_start[a + 1]):
+        k = bal_asset[b]
+        c = balance_usd(asset_px[k], bal_amount[b], weights[0][k], weights[1][k])
+        collateral += c
+        u = balance_exposure(b, book, moving)
+        if u >= 0 and n_cross[a] > 0:
+            _add_row(u, c, 0.0, (c, c, c, c, 0.0, np.inf), CONCAVE, acc, shape)  # linear in m
+    upnl, option_value, _, mm_total, _, _, _ = sums
+    equity_total = collateral + upnl + option_value
+    # Each underlying's group of slots, in code order: count[u] becomes the group's next free slot, then its end.
+    slot = lo
+    for w in range(words.shape[0]):
+        word = words[w]
+        while word != _ZERO:
+            bit, word = _lowest(word)
+            u = 64 * w + bit
+            slot, count[u] = slot + count[u], slot
+    for p in range(lo, pos_start[a + 1]):
+        own, _ = position_exposure(p, book, moving)
+        if own >= 0:
+            order[count[own]] = p
+            count[own] += 1
+    # The cross rows, by underlying code.
+    r = row_start[a]
+    first = lo
+    for w in range(words.shape[0]):
+        word = words[w]
+        while word != _ZERO:
+            bit, word = _lowest(word)
+            u = 64 * w + bit
+            sums_u = acc[u]
+            equity, mm = sums_u[EQUITY], sums_u[MM]
+            # The rows that do not move with u: the whole bucket minus its moving part.
+            fixed = (equity_total - equity) - (mm_total - mm)
+            bounds = (sums_u[SLOPE_LO], sums_u[SLOPE_HI], sums_u[SLOPE_DOWN], sums_u[SLOPE_UP], sums_u[SEG_DOWN],
+                      sums_u[SEG_UP])
+            _write_row(r, a, u, -1, row_factors(a, -1, u, equity, mm, fixed, mm_total > 0.0, bounds, shape[u], first,
+                                                count[u], sep, split, order, book, inst, tiers, val, weights,
+                                                option_margin, moving), split, out)
+            r += 1
+            first = count[u]
 
 
 @chunked
