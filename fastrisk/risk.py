@@ -69,7 +69,8 @@ def _account_outputs(market: Market, bound: BoundBook, val: Valuation, option_ma
 
 
 def status_array(status: np.ndarray) -> pa.DictionaryArray:
-    return pa.DictionaryArray.from_arrays(pa.array(status, pa.int8()), pa.array(C.STATUS_NAMES))
+    # Kernels write valid codes only: no need for Arrow to check every index.
+    return pa.DictionaryArray.from_arrays(pa.array(status, pa.int8()), pa.array(C.STATUS_NAMES), safe=False)
 
 
 def account_risk(market: Market, book: Book, mode: str = "cross", scenarios=None, *,
@@ -144,7 +145,7 @@ def position_risk(market: Market, book: Book, *, rate: float = 0.0, option_margi
     val = value_instruments(market, rate=rate)
     inst, tiers = kernel_market(market)
     n = len(B.quantity)
-    floats, tier, liq = np.empty((6, n)), np.empty(n, np.int16), np.empty(n, np.uint8)
+    floats, tier, liq = empty((6, n)), empty(n, np.int16), empty(n, np.uint8)
     position_margin(floats, tier, liq, bound.pos_instrument, B.quantity, B.entry_price, B.isolated,
                     B.isolated_margin, inst, tiers, val.price, val.forward, val.settle_px,
                     tuple(float(x) for x in option_margin), n_chunks(n))

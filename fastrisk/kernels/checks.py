@@ -144,8 +144,8 @@ def key_not_increasing(account, instrument, isolated, k):
     total = 0
     for c in prange(k):
         cnt = 0
-        for r in range(max(c * n // k, 1), (c + 1) * n // k):
-            cnt += not _key_increases(account, instrument, isolated, r - 1, r)
+        for r in range(index(max(c * n // k, 1)), index((c + 1) * n // k)):
+            cnt += not _key_increases(account, instrument, isolated, r - index(1), r)
         total += cnt
     return total
 
