@@ -16,6 +16,7 @@ from . import codes as C
 from .book import Book, BoundBook
 from .market import Market
 from .risk import OPTION_MARGIN, Valuation, kernel_market, value_instruments
+from .tables import empty
 
 __all__ = ["liquidation_prices", "LIQUIDATION_SCHEMA"]
 
@@ -112,17 +113,17 @@ def bucket_multipliers(market: Market, bound: BoundBook, val: Valuation, *, spli
     n, n_pos, n_u = len(bound.book.account_id), len(bound.book.quantity), len(M.index_price)
     # Small account chunks: heavy-tailed accounts balance over the threads; each chunk has its own scratch.
     chunks = n_chunks(n, 1 << 12)
-    n_rows, n_cross, separable = np.empty(n, np.int64), np.empty(n, np.int32), np.empty(n, np.uint8)
-    exposure = np.empty((n, (n_u + 63) // 64), np.uint64)
+    n_rows, n_cross, separable = empty(n, np.int64), empty(n, np.int32), empty(n, np.uint8)
+    exposure = empty((n, (n_u + 63) // 64), np.uint64)
     count_rows(n_rows, n_cross, separable, exposure, book, moving)
     row_start = np.zeros(n + 1, np.int64)
     np.cumsum(n_rows, out=row_start[1:])
     r = int(row_start[-1])
-    out = (np.empty(r, np.int32), np.empty(r, np.int32), np.empty(r, np.int64), np.empty(r), np.empty(r),
-           np.empty(r if split else 0))
+    out = (empty(r, np.int32), empty(r, np.int32), empty(r, np.int64), empty(r), empty(r), empty(r if split else 0))
+    most_rows = int((np.diff(bound.book.pos_start) + np.diff(bound.book.bal_start)).max(initial=1))
     scratch = (np.empty((chunks, n_u), np.int64), np.empty((chunks, n_u), np.int64),
-               np.empty((chunks, n_u, FIGURES)))
-    order = np.empty(n_pos, np.int64)
+               np.empty((chunks, n_u, FIGURES)), np.empty((chunks, 3, 2, most_rows)))
+    order = empty(n_pos, np.int64)
     inst, tiers = kernel_market(market)
     liquidation_factors(row_start, n_cross, exposure, order, scratch, out, bool(split), book, inst,
                         tier_terms(market) + (float(w_lo), float(w_hi)), tiers,
@@ -184,8 +185,8 @@ def buckets_table(market: Market, bound: BoundBook, buckets: Buckets) -> pa.Tabl
 
     M, B = market.arrays, bound.book
     n = len(buckets.down)
-    account_id, instrument_id, index = np.empty(n, np.int64), np.empty(n, np.int32), np.empty(n)
-    price, distance, valid = np.empty((2, n)), np.empty((2, n)), np.empty((3, n), np.uint8)
+    account_id, instrument_id, index = empty(n, np.int64), empty(n, np.int32), empty(n)
+    price, distance, valid = empty((2, n)), empty((2, n)), empty((3, n), np.uint8)
     liquidation_columns(buckets.account, buckets.underlying, buckets.position, buckets.down, buckets.up,
                         B.account_id, B.instrument_id, M.index_price, account_id, instrument_id, index, price,
                         distance, valid, n_chunks(n))

@@ -33,7 +33,10 @@ maintenance-amount rule; and smooth between *breakpoints*, where a future's noti
 * **other buckets** (options on ``u``, inverse futures in a stable settle asset, linear futures settled in
   the coin itself): the walk visits the breakpoints and a geometric grid of ``GRID_PER_DECADE`` points per
   decade; the first bracketing cell is refined. Two crossings closer together than one grid step (3.7 %)
-  inside one cell can be missed; a crossing is never reported where there is none.
+  inside one cell can be missed; a crossing is never reported where there is none. Where every row's equity
+  and MM are monotone in m between breakpoints (all but linear futures and options settled in the coin
+  itself), the walk strides over several cells at once, as long as a lower bound of g over the stride (the
+  rows' smaller equity minus their larger MM at its two ends) proves it has no crossing.
 
 *Safe skip*, for every bucket: the pass at m = 1 also bounds the slope dg/dm over the whole range
 (``slope_bounds``: exact for collateral and coin-settled rows, a bracket-independent range for futures,
@@ -68,8 +71,8 @@ _GRID_STEP = math.log(10.0) / GRID_PER_DECADE
 REL_TOL = 1e-13
 _MAX_REFINE = 200
 
-# How g(m) behaves between breakpoints (see the module docstring).
-CONCAVE, LINEAR_WALK, GRID_WALK = 0, 1, 2
+# How g(m) behaves between breakpoints (see the module docstring), in increasing order of search effort.
+CONCAVE, LINEAR_WALK, GRID_WALK, CELL_WALK = 0, 1, 2, 3
 
 
 # ------------------------------------------------------------------------------------- account layout
@@ -155,11 +158,15 @@ def count_rows(n_rows, n_cross, separable, exposure, book, moving):
 @inline
 def position_shape(i, u, kind, settle_underlying, mm_convex):
     """How a future or option on ``u`` (its own underlying) makes its bucket's g behave (module docstring):
-    ``GRID_WALK`` unless it is linear in m between breakpoints; then ``CONCAVE`` if its mmf never falls from
+    ``CELL_WALK`` when its USD equity is not monotone in m (a linear future or an option settled in the coin
+    itself: its value times the coin's price); ``GRID_WALK`` when it is but is not linear in m between
+    breakpoints (an option, an inverse future in a stable coin); then ``CONCAVE`` if its mmf never falls from
     bracket to bracket, else ``LINEAR_WALK``. A bucket takes the largest of its rows'."""
     k = kind[i]
     coin_settled = settle_underlying[i] == u
-    if k == OPTION or (k == LINEAR and coin_settled) or (k == INVERSE and not coin_settled):
+    if coin_settled and (k == LINEAR or k == OPTION):
+        return CELL_WALK
+    if k == OPTION or (k == INVERSE and not coin_settled):
         return GRID_WALK
     return CONCAVE if mm_convex[i] else LINEAR_WALK
 
@@ -167,11 +174,17 @@ def position_shape(i, u, kind, settle_underlying, mm_convex):
 # ------------------------------------------------------------------------------------- a bucket's g(m)
 
 @inline
-def moving_figures(a, p, u, m, lo, hi, sep, order, book, inst, tiers, val, weights, option_margin, moving):
-    """``(equity, MM)`` in USD, at ``m``, of the rows of a bucket that move with ``u``: isolated position
+def moving_figures(a, p, u, m, lo, hi, sep, order, book, inst, tiers, val, weights, option_margin, moving, rows, prev,
+                   cur):
+    """``(equity, MM, low)`` in USD, at ``m``, of the rows of a bucket that move with ``u``: isolated position
     ``p`` when ``p >= 0``; else account ``a``'s cross positions on ``u`` (``order[lo:hi]``), its other cross
     positions settled in a coin following ``u`` (only when not ``sep``arable) and its balances in assets
-    following ``u``. One call site of the position code, for every kind of row: it is specialised once."""
+    following ``u``. One call site of the position code, for every kind of row: it is specialised once.
+
+    With ``cur >= 0``, each row's equity and MM are also kept in ``rows[cur, :, j]`` (j = the row's rank), and
+    ``low`` is the sum over rows of the smaller equity minus the larger MM at ``m`` and at the point kept in
+    ``rows[prev]``: a lower bound of ``equity - MM`` over the factors between the two points when every row's
+    equity and MM are monotone there (``GRID_WALK``); else ``low`` is 0."""
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
         bal_amount = book
     kind, option_type, strike = inst[0], inst[4], inst[5]
@@ -179,36 +192,50 @@ def moving_figures(a, p, u, m, lo, hi, sep, order, book, inst, tiers, val, weigh
     inst_underlying, settle_underlying, asset_underlying = moving[0], moving[1], moving[2]
     equity = 0.0
     mm_sum = 0.0
+    low = 0.0
+    j = 0
     if p >= 0:
         n_own, n_other = 1, 0
     else:
         n_own = hi - lo
         n_other = 0 if sep else pos_start[a + 1] - pos_start[a]
-    for k in range(n_own + n_other):
-        if p >= 0:
-            q = index(p)
-        elif k < n_own:
-            q = index(order[lo + k])
-        else:
-            q = index(pos_start[a] + k - n_own)
-            i = index(pos_instrument[q])
-            if isolated[q] or inst_underlying[i] == u or settle_underlying[i] != u:
+    n_bal = 0 if p >= 0 else bal_start[a + 1] - bal_start[a]
+    for k in range(n_own + n_other + n_bal):
+        if k >= n_own + n_other:
+            b = bal_start[a] + k - n_own - n_other
+            kb = bal_asset[b]
+            if asset_underlying[kb] != u:
                 continue
-        i = index(pos_instrument[q])
-        pr, fw, px = moved_instrument(i, u, m, kind, option_type, strike, price, forward, settle_px, moving)
-        notional, upnl, value, im, mm, tier = position_figures(
-            kind[i], quantity[q], inst[1][i], pr, fw, entry_price[q], inst[2][i], inst[3][i], option_type[i],
-            strike[i], tiers, option_margin)
-        if p >= 0:
-            equity, _ = isolated_bucket(isolated_margin[q], value, mm, px)  # the bucket's own rule
+            e = balance_usd(asset_px[kb] * m, bal_amount[b], weights[0][kb], weights[1][kb])
+            mm_k = 0.0
         else:
-            equity += value * px  # futures: upnl; options: q*c*V (margin.position_usd)
-        mm_sum += mm * px
-    for b in range(bal_start[a], bal_start[a + 1] if p < 0 else bal_start[a]):
-        k = bal_asset[b]
-        if asset_underlying[k] == u:
-            equity += balance_usd(asset_px[k] * m, bal_amount[b], weights[0][k], weights[1][k])
-    return equity, mm_sum
+            if p >= 0:
+                q = index(p)
+            elif k < n_own:
+                q = index(order[lo + k])
+            else:
+                q = index(pos_start[a] + k - n_own)
+                i = index(pos_instrument[q])
+                if isolated[q] or inst_underlying[i] == u or settle_underlying[i] != u:
+                    continue
+            i = index(pos_instrument[q])
+            pr, fw, px = moved_instrument(i, u, m, kind, option_type, strike, price, forward, settle_px, moving)
+            notional, upnl, value, im, mm, tier = position_figures(
+                kind[i], quantity[q], inst[1][i], pr, fw, entry_price[q], inst[2][i], inst[3][i], option_type[i],
+                strike[i], tiers, option_margin)
+            if p >= 0:
+                e, _ = isolated_bucket(isolated_margin[q], value, mm, px)  # the bucket's own rule
+            else:
+                e = value * px  # futures: upnl; options: q*c*V (margin.position_usd)
+            mm_k = mm * px
+        equity += e
+        mm_sum += mm_k
+        if cur >= 0:
+            rows[cur, 0, j] = e
+            rows[cur, 1, j] = mm_k
+            low += min(e, rows[prev, 0, j]) - max(mm_k, rows[prev, 1, j])
+            j += 1
+    return equity, mm_sum, low
 
 
 @inline
@@ -325,22 +352,24 @@ def reachable(figure, cap, first, last, n_lo, n_hi):
 # ------------------------------------------------------------------------------------- root finding
 
 @inline
-def next_point(m, down, grid, p, lo, hi, order, u, book, inst, tiers, val, moving):
+def next_point(m, down, cells, p, lo, hi, order, u, book, inst, tiers, val, moving):
     """The nearest factor beyond ``m`` (below it if ``down``) where a walk must look: a breakpoint of one of
-    the bucket's futures on ``u``, a grid point (``grid``) or the end of the range."""
+    the bucket's futures on ``u``, the grid point ``cells`` cells beyond ``m`` (none if 0) or the end of the
+    range."""
     _, pos_instrument, quantity, _, _, _, _, _, _ = book
     kind, size, tier_first, tier_last = inst[0], inst[1], inst[2], inst[3]
     cap = tiers[0]
     price = val[0]
     inst_underlying = moving[0]
     best = M_MIN if down else M_MAX
-    if grid:
+    if cells > 0:
+        # The first grid point strictly beyond m, then cells - 1 more.
         k = math.floor(math.log(m) / _GRID_STEP) if down else math.ceil(math.log(m) / _GRID_STEP)
-        g = math.exp(k * _GRID_STEP)
-        if down and g >= m:
-            g = math.exp((k - 1) * _GRID_STEP)
-        elif not down and g <= m:
-            g = math.exp((k + 1) * _GRID_STEP)
+        if down and math.exp(k * _GRID_STEP) >= m:
+            k -= 1
+        elif not down and math.exp(k * _GRID_STEP) <= m:
+            k += 1
+        g = math.exp((k - (cells - 1) if down else k + (cells - 1)) * _GRID_STEP)
         best = max(best, g) if down else min(best, g)
     if p >= 0:
         lo, hi = 0, 1
@@ -364,7 +393,7 @@ def next_point(m, down, grid, p, lo, hi, order, u, book, inst, tiers, val, movin
 
 @inline
 def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed, lo, hi, sep, order, book, inst,
-           tiers, val, weights, option_margin, moving):
+           tiers, val, weights, option_margin, moving, rows):
     """One bucket's nearest factor below (``down``) or above 1 where ``g <= 0``, NaN when there is none in
     [M_MIN, M_MAX], given ``g(1) = g1 > 0``, the slope bounds ``[s_lo, s_hi]`` and (linear buckets) the exact
     slopes ``e_dn``, ``e_up`` of the segments just below and above 1, which end at the breakpoints ``seg_dn``,
@@ -387,6 +416,14 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
     bracket (so it always shrinks). Returns the far end, where ``g <= 0``; on a linear segment the first
     step is the exact root and is returned at once when ``g <= 0`` there (else one more step just across
     it closes the bracket). One evaluation site, so the bucket's evaluation is compiled once.
+
+    *Certified steps* (``GRID_WALK``: every row's equity and MM monotone in m between breakpoints): the walk
+    steps over several grid cells at once (never past a breakpoint), doubling the count while the steps are
+    certified: the sum over rows of the smaller equity minus the larger MM at the step's two ends bounds g
+    from below over the whole step (``moving_figures``' ``low``), so a positive bound means no crossing
+    inside. An uncertified step, or one that ends at ``g <= 0`` (a crossing nearer than its end is possible),
+    is retried with half the cells; one cell is walked as before. ``rows`` [3, 2, K]: each row's equity and MM
+    at m = 1 in ``rows[0]`` (``row_factors``), the walk's last two points in ``rows[1:]``.
     """
     end = M_MIN if down else M_MAX
     sgn = -1.0 if down else 1.0
@@ -398,7 +435,12 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
     g_near = g1
     x = 1.0
     chosen = False
-    tangent = how != GRID_WALK
+    tangent = how < GRID_WALK
+    certify = how == GRID_WALK
+    cells = 1
+    prev, cur = 0, 1  # the rows of ``near`` and of the point evaluated, when certifying
+    skipped = False
+    bisecting = False  # a step of several cells ended at g <= 0: the next ones halve down to one cell
     if tangent:
         # The first segment's exact fall rate outward, and its root.
         rate = e_dn if down else -e_up
@@ -422,23 +464,29 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
     # A concave bucket crosses at most once in each direction: the range end tells whether it does.
     check_end = how == CONCAVE and not tangent
     g_end = np.nan
+    if certify:
+        x, chosen, cur = 1.0, True, 0  # first, each row's figures at m = 1 into rows[0]
     while True:
         if not chosen:
             # The walk's next point, or farther when the safe skip reaches beyond it.
             safe = near + sgn * (g_near / fall)
             if safe < end if down else safe > end:
                 return np.nan
-            x = end if check_end else next_point(near, down, how == GRID_WALK, p, lo, hi, order, u, book, inst,
-                                                 tiers, val, moving)
-            if safe < x if down else safe > x:
-                x = safe
+            x = end if check_end else next_point(near, down, cells if how >= GRID_WALK else 0, p, lo, hi, order,
+                                                 u, book, inst, tiers, val, moving)
+            skipped = safe < x if down else safe > x
+            if skipped:
+                x = safe  # beyond the step: certified by the slope bound
         chosen = False
         if x == end and not np.isnan(g_end):
             gx = g_end
         else:
-            eq, mm = moving_figures(a, p, u, x, lo, hi, sep, order, book, inst, tiers, val, weights, option_margin,
-                                    moving)
+            eq, mm, low = moving_figures(a, p, u, x, lo, hi, sep, order, book, inst, tiers, val, weights,
+                                         option_margin, moving, rows, prev if certify else -1, cur)
             gx = (fixed + eq) - mm
+            if cur == prev:
+                cur = 1
+                continue
         if tangent:
             if gx <= 0.0:
                 return x
@@ -455,18 +503,28 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
             g_end = gx
             continue
         if not refining:
+            if cells > 1 and not skipped and (gx <= 0.0 or not fixed + low > 0.0):
+                cells //= 2  # a crossing may lie inside the step: shorter steps from ``near``
+                bisecting = bisecting or gx <= 0.0
+                continue
             if gx > 0.0:
                 if x == end:
                     return np.nan
                 near = x
                 g_near = gx
+                if certify:
+                    prev, cur = cur, 3 - cur
+                    if bisecting:
+                        cells = max(cells // 2, 1)  # the crossing lies within as many cells as just stepped
+                    elif skipped or fixed + low > 0.0:
+                        cells *= 2
                 continue
             refining = True
             far = x
             fa = g_near
             fb = gx
         elif gx <= 0.0:
-            if side == 0 and how != GRID_WALK:
+            if side == 0 and how < GRID_WALK:
                 # The first step on a linear segment is its exact root (Binance's closed form): done.
                 return x
             far, fb = x, gx
@@ -498,7 +556,7 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
 
 @inline
 def row_factors(a, p, u, equity, mm, fixed, has_mm, bounds, how, lo, hi, sep, split, order, book, inst, tiers, val,
-                weights, option_margin, moving):
+                weights, option_margin, moving, rows):
     """``(m_down, m_up, g1)`` of one bucket row: factors 1.0 if liquidatable now, NaN where none; ``g1`` its
     excess equity - MM at m = 1 (+inf when the bucket carries no MM: never liquidated).
 
@@ -522,7 +580,7 @@ def row_factors(a, p, u, equity, mm, fixed, has_mm, bounds, how, lo, hi, sep, sp
     down = up = np.nan
     for d in range(2):
         factor = search(d == 0, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed, lo, hi, sep, order,
-                        book, inst, tiers, val, weights, option_margin, moving)
+                        book, inst, tiers, val, weights, option_margin, moving, rows)
         if d == 0:
             down = factor
         else:
@@ -579,8 +637,9 @@ def liquidation_factors(row_start, n_cross, exposure, order, scratch, out, split
     the underlying code, the position index (-1 for a cross row), the factors (1.0 = liquidatable now, NaN = none in
     range; with ``split``, the fall rates of ``row_factors`` instead, and ``excess`` the bucket's excess, else
     ``excess`` may be empty), and ``order`` [p]: each account's cross positions with a quantity grouped by
-    underlying code (``account_factors``). ``scratch = (count, shape, acc)``, one row per chunk of accounts, of any
-    content: int64 [chunk, u], int64 [chunk, u], float64 [chunk, u, FIGURES]. ``val = (price, forward, settle_px,
+    underlying code (``account_factors``). ``scratch = (count, shape, acc, rows)``, one row per chunk of accounts,
+    of any content: int64 [chunk, u], int64 [chunk, u], float64 [chunk, u, FIGURES] and float64 [chunk, 3, 2, K]
+    (``search``'s; K = the most positions and balances of an account). ``val = (price, forward, settle_px,
     asset_px)`` is the valuation moved from (today's, or a shocked one); ``weights = (collateral_weight,
     borrow_weight)`` per asset; ``terms = (mm_convex, mmf_max, amount_min, amount_max, w_lo, w_hi)``: per instrument
     [i] whether its mmf never falls from bracket to bracket, and the range of its mmf and maintenance amounts; then
@@ -611,7 +670,7 @@ def account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, spl
     ``order[pos_start[a]:]`` (row order within a group: a bucket's evaluation touches only its own rows), and
     each cross row is searched.
     """
-    count, shape, acc = scratch[0][c], scratch[1][c], scratch[2][c]
+    count, shape, acc, rows = scratch[0][c], scratch[1][c], scratch[2][c], scratch[3][c]
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
         bal_amount = book
     kind, size, tier_first, tier_last, option_type, strike = inst
@@ -646,7 +705,7 @@ def account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, spl
             equity, _ = isolated_bucket(isolated_margin[p], value, mm, px)
             _write_row(r_iso, a, u, p, row_factors(a, p, u, equity, mm * px, 0.0, mm * px > 0.0, bounds, how, lo, lo,
                                                    sep, split, order, book, inst, tiers, val, weights,
-                                                   option_margin, moving), split, out)
+                                                   option_margin, moving, rows), split, out)
             r_iso += 1
             continue
         own, coin = position_exposure(p, book, moving)
@@ -697,7 +756,7 @@ def account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, spl
                       sums_u[SEG_UP])
             _write_row(r, a, u, -1, row_factors(a, -1, u, equity, mm, fixed, mm_total > 0.0, bounds, shape[u], first,
                                                 count[u], sep, split, order, book, inst, tiers, val, weights,
-                                                option_margin, moving), split, out)
+                                                option_margin, moving, rows), split, out)
             r += 1
             first = count[u]
 
