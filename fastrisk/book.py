@@ -99,7 +99,8 @@ class Book:
         k = n_chunks(n)
         bounds = np.array([POSITIONS[c].closed_bounds() for c in
                            ("instrument_id", "quantity", "entry_price", "isolated_margin")])
-        starts = _run_scratch(n)
+        # Scratch for the rows beginning an account run and their accounts, recorded per row chunk.
+        starts = empty(n, np.int64), empty(n, np.int64)
         bad, not_increasing, zero_entry, chunk_starts = checks.position_scan(
             acc, inst, qty, entry, iso_margin, isolated, bounds, *starts, k)
         for j in np.flatnonzero(bad):
@@ -129,20 +130,18 @@ class Book:
 
         bacc, _ = numeric_values(b.column("account_id"))
         amount, _ = numeric_values(b.column("amount"))
-        asset_col = b.column("asset").combine_chunks()
+        asset_col = b.column("asset").chunk(0)  # conform leaves every column in one chunk
         encoded = asset_col if pa.types.is_dictionary(asset_col.type) else pc.dictionary_encode(asset_col)
         bal_asset, _ = numeric_values(encoded.indices)
         bal_row = np.empty(0, np.int64)
-        if len(bacc) > 1 and np.any(bacc[1:] < bacc[:-1]):
+        bal_accounts, bal_offsets = empty(len(bacc), np.int64), empty(len(bacc) + 1, np.int64)
+        n_bal_runs, decreasing = checks.account_runs(bacc, bal_accounts, bal_offsets)
+        if decreasing:
             bal_row = np.argsort(bacc, kind="stable")
             bacc, amount, bal_asset = bacc[bal_row], amount[bal_row], bal_asset[bal_row]
+            n_bal_runs, _ = checks.account_runs(bacc, bal_accounts, bal_offsets)
+        bal_accounts, bal_offsets = bal_accounts[:n_bal_runs], bal_offsets[:n_bal_runs + 1]
 
-        kb = n_chunks(len(bacc))
-        bal_starts = _run_scratch(len(bacc))
-        bal_chunk_starts = checks.run_start_rows(bacc, *bal_starts, kb)
-        n_bal_runs = int(bal_chunk_starts.sum())
-        bal_accounts, bal_offsets = empty(n_bal_runs, np.int64), empty(n_bal_runs + 1, np.int64)
-        checks.run_starts(*bal_starts, bal_chunk_starts, bal_accounts, bal_offsets, kb)
         most = int(chunk_starts.sum()) + n_bal_runs
         accounts, pos_start, bal_start = empty(most, np.int64), empty(most + 1, np.int64), empty(most + 1, np.int64)
         m = checks.merge_runs(*starts, chunk_starts, bal_accounts, bal_offsets, accounts, pos_start, bal_start)
@@ -228,9 +227,3 @@ def _input_rows(order: np.ndarray, rows) -> np.ndarray:
     """Rows of the laid-out arrays as rows of the input table (``order`` empty: the same)."""
     rows = np.asarray(rows, np.int64)
     return order[rows] if len(order) else rows
-
-
-def _run_scratch(n: int):
-    """Scratch for the rows beginning a run of a sorted account column of ``n`` rows, and their accounts
-    (``checks.run_start_rows``): only the pages of run starts are ever touched."""
-    return empty(n, np.int64), empty(n, np.int64)
