@@ -57,7 +57,7 @@ def liquidation_section(ctx):
     if "numpy" not in ctx.skip:
         expected = liquidation_prices(market, book)
         peer = numpy_liquidation_prices(market, book)
-        assert_tables_close(peer, expected, rtol=1e-9)
+        assert_tables_close(peer, expected, rtol=1e-9, atol=1e-9)  # distances: SPEC's 1e-9 of price
         result = cascade(market, book, SHOCK, max_rounds=ROUNDS)
         peer_rounds, round_of = numpy_cascade(market, book, SHOCK, max_rounds=ROUNDS)
         assert np.array_equal(round_of, result.accounts.column("round_liquidated").fill_null(-1).to_numpy())
@@ -72,7 +72,8 @@ def liquidation_section(ctx):
                   f"({n_cascade / f_cascade:.0f}x fastrisk; target >= 10)", n_cascade)]
     if "reference" not in ctx.skip:
         sub = first_accounts(book, min(ctx.reference_accounts, REFERENCE_ACCOUNTS))
-        assert_tables_close(reference.liquidation_prices(market, sub), liquidation_prices(market, sub), rtol=1e-9)
+        assert_tables_close(reference.liquidation_prices(market, sub), liquidation_prices(market, sub), rtol=1e-9,
+                            atol=1e-9)
         scale = book.n_accounts / max(sub.n_accounts, 1)
         rows.append((f"reference, plain Python: liquidation_prices (scaled from {sub.n_accounts:,} accounts)",
                      _once(lambda: reference.liquidation_prices(market, sub)) * scale))

@@ -400,11 +400,10 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
     ``seg_up`` (``slope_bounds``).
 
     *Tangent*, linear buckets: g is linear from 1 to the nearest breakpoint (or the range end), so if g falls
-    there its root is ``1 + g1 / rate`` (Binance's closed form; evaluated a quarter tolerance outward to
-    confirm it, so that rounding rarely leaves g a hair above 0 there); if that lies
-    beyond the range end with no breakpoint before it, or g does not fall and there is no breakpoint, there is
-    no crossing at all (no evaluation). When g is positive at the tangent's root (rounding) or a breakpoint
-    comes first, the walk below decides.
+    there its root is ``1 + g1 / rate`` (Binance's closed form), returned without an evaluation, a quarter
+    tolerance outward; if that lies beyond the range end with no breakpoint before it, or g does not fall and
+    there is no breakpoint, there is no crossing at all. When a breakpoint comes first, the walk below
+    decides.
 
     *Safe skip*: g falls by at most L per unit of m moved outward (L = ``s_hi`` down, ``-s_lo`` up), so from
     a point ``near`` there is no crossing before ``near +- g(near) / L``: L = 0 means none at all
@@ -435,13 +434,12 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
     g_near = g1
     x = 1.0
     chosen = False
-    tangent = how < GRID_WALK
     certify = how == GRID_WALK
     cells = 1
     prev, cur = 0, 1  # the rows of ``near`` and of the point evaluated, when certifying
     skipped = False
     bisecting = False  # a step of several cells ended at g <= 0: the next ones halve down to one cell
-    if tangent:
+    if how < GRID_WALK:
         # The first segment's exact fall rate outward, and its root.
         rate = e_dn if down else -e_up
         root = 1.0 + sgn * (g_near / rate) if rate > 0.0 else end
@@ -450,19 +448,17 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
         if root >= seg_dn if down else root <= seg_up:
             if root == end:
                 return np.nan  # linear to the range end without reaching 0
-            # Inside the segment: the exact root, a quarter tolerance outward so that rounding in g's sum
-            # rarely leaves it a hair above 0; evaluated below to confirm it.
-            x = root + sgn * (0.25 * REL_TOL * root)
-            chosen = True
-        else:
-            tangent = False  # a breakpoint comes first (before the root, so before the range end too)
+            # Inside the segment: exact, up to the rounding of g1 and the slope (which an evaluation there
+            # would share); a quarter tolerance outward, on the liquidatable side.
+            return root + sgn * (0.25 * REL_TOL * root)
+        # Else a breakpoint comes first (before the root, so before the range end too).
     far = end
     fa = 0.0
     fb = 0.0
     side = 0
     refining = False
     # A concave bucket crosses at most once in each direction: the range end tells whether it does.
-    check_end = how == CONCAVE and not tangent
+    check_end = how == CONCAVE
     g_end = np.nan
     if certify:
         x, chosen, cur = 1.0, True, 0  # first, each row's figures at m = 1 into rows[0]
@@ -487,15 +483,6 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
             if cur == prev:
                 cur = 1
                 continue
-        if tangent:
-            if gx <= 0.0:
-                return x
-            # Rounding beyond the tolerance: walk on from here (a concave bucket checks the range end first).
-            near = x
-            g_near = gx
-            tangent = False
-            check_end = how == CONCAVE
-            continue
         if check_end:
             if gx > 0.0:
                 return np.nan
