@@ -35,20 +35,20 @@ LIQUIDATION_SCHEMA = pa.schema([
 
 @dataclass(frozen=True)
 class Buckets:
-    """Every bucket's liquidation factors, as the kernel wrote them (index letters: a = accounts, r = rows).
+    """Every bucket's figures for the cascade's screen (``kernels.cascade``), as the kernel wrote them with
+    ``split`` (index letters: a = accounts, r = rows).
 
-    Rows of account ``a`` are ``row_start[a]:row_start[a+1]``: its cross rows by underlying code, then its
-    isolated positions. ``down``/``up`` are factors of the valuation moved from: 1.0 = liquidatable at it,
-    NaN = none in [1e-4, 1e4].
+    Rows of account ``a`` are ``row_start[a]:row_start[a+1]``: its ``n_cross[a]`` cross rows by underlying
+    code, then its isolated positions.
     """
 
     row_start: np.ndarray   # [a+1] int64
     account: np.ndarray     # [r] int32 account index
     underlying: np.ndarray  # [r] int32 underlying code
     position: np.ndarray    # [r] int64 position index, -1 for a cross row
-    down: np.ndarray        # [r]
-    up: np.ndarray          # [r]
-    excess: np.ndarray      # [r] equity - MM of the row's bucket (split only; else empty)
+    down: np.ndarray        # [r] the fastest the bucket's excess can fall per unit of m moved down
+    up: np.ndarray          # [r] ... and up (inf where unbounded)
+    excess: np.ndarray      # [r] equity - MM of the row's bucket
     n_cross: np.ndarray     # [a] int32 cross rows of each account
     separable: np.ndarray   # [a] uint8 (see kernels.liquidation.count_rows)
 
@@ -95,22 +95,27 @@ def tier_terms(market: Market):
     return (convex,) + tuple(np.ascontiguousarray(terms[:, j]) for j in range(3))
 
 
-def bucket_multipliers(market: Market, bound: BoundBook, val: Valuation, *, split: bool = False,
-                       rate: float = 0.0, option_margin=OPTION_MARGIN, window=None) -> Buckets:
-    """Liquidation factors of every bucket, moving one underlying at a time from the valuation ``val``.
+def screen_buckets(market: Market, bound: BoundBook, val: Valuation, *, rate: float = 0.0,
+                       option_margin=OPTION_MARGIN, window=None) -> Buckets:
+    """The cascade's screen: every bucket's excess g at the valuation ``val`` and how fast g can fall per unit
+    of m moved down and up, one underlying at a time, for m in ``window`` (default: the whole search range;
+    see ``kernels.cascade``)."""
+    row_start, n_cross, separable, out = _bucket_rows(market, bound, val, True, rate, option_margin, window)
+    return Buckets(row_start, *out[:6], n_cross, separable)
 
-    ``split=True`` gives the cascade's screen instead: ``down``/``up`` the fastest g can fall per unit of m
-    moved down/up (inf where unbounded), for m in ``window`` (default: the whole search range), and
-    ``excess`` g at ``val`` (see ``kernels.cascade``).
-    """
+
+def _bucket_rows(market: Market, bound: BoundBook, val: Valuation, split: bool, rate: float, option_margin,
+                 window=None):
+    """``(row_start, n_cross, separable, out)``: ``kernels.liquidation.liquidation_factors`` run on every
+    account, moving one underlying at a time from the valuation ``val``, its outputs allocated here."""
     from .kernels._jit import n_chunks
     from .kernels.liquidation import FIGURES, M_MAX, M_MIN, count_rows, liquidation_factors
 
     w_lo, w_hi = (M_MIN, M_MAX) if window is None else window
-    M = market.arrays
+    M, B = market.arrays, bound.book
     book = kernel_book(bound)
     moving = kernel_moving(market, rate)
-    n, n_pos, n_u = len(bound.book.account_id), len(bound.book.quantity), len(M.index_price)
+    n, n_pos, n_u = len(B.account_id), len(B.quantity), len(M.index_price)
     # Small account chunks: heavy-tailed accounts balance over the threads; each chunk has its own scratch.
     chunks = n_chunks(n, 1 << 12)
     n_rows, n_cross, separable = empty(n, np.int64), empty(n, np.int32), empty(n, np.uint8)
@@ -119,17 +124,20 @@ def bucket_multipliers(market: Market, bound: BoundBook, val: Valuation, *, spli
     row_start = np.zeros(n + 1, np.int64)
     np.cumsum(n_rows, out=row_start[1:])
     r = int(row_start[-1])
-    out = (empty(r, np.int32), empty(r, np.int32), empty(r, np.int64), empty(r), empty(r), empty(r if split else 0))
-    most_rows = int((np.diff(bound.book.pos_start) + np.diff(bound.book.bal_start)).max(initial=1))
+    rs, rt = (r, 0) if split else (0, r)  # the screen's arrays, the table's
+    out = (empty(rs, np.int32), empty(r, np.int32), empty(rs, np.int64), empty(rs), empty(rs), empty(rs),
+           empty(rt, np.int64), empty(rt, np.int32), empty(rt), empty((2, rt)), empty((2, rt)),
+           empty((3, rt), np.uint8))
+    most_rows = int((np.diff(B.pos_start) + np.diff(B.bal_start)).max(initial=1))
     scratch = (np.empty((chunks, n_u), np.int64), np.empty((chunks, n_u), np.int64),
                np.empty((chunks, n_u, FIGURES)), np.empty((chunks, 3, 2, most_rows)))
     order = empty(n_pos, np.int64)
     inst, tiers = kernel_market(market)
-    liquidation_factors(row_start, n_cross, exposure, order, scratch, out, bool(split), book, inst,
-                        tier_terms(market) + (float(w_lo), float(w_hi)), tiers,
-                        (val.price, val.forward, val.settle_px, val.asset_px), (M.asset_cw, M.asset_bw),
+    liquidation_factors(row_start, n_cross, exposure, order, scratch, out, (B.account_id, B.instrument_id,
+                        M.index_price), bool(split), book, inst, tier_terms(market) + (float(w_lo), float(w_hi)),
+                        tiers, (val.price, val.forward, val.settle_px, val.asset_px), (M.asset_cw, M.asset_bw),
                         tuple(float(x) for x in option_margin), moving, chunks)
-    return Buckets(row_start, *out, n_cross, separable)
+    return row_start, n_cross, separable, out
 
 
 def liquidation_prices(market: Market, book: Book, *, rate: float = 0.0,
@@ -173,28 +181,15 @@ def liquidation_prices(market: Market, book: Book, *, rate: float = 0.0,
     ['account_id', 'underlying', 'isolated', 'instrument_id']
     """
     bound = book.bind(market)
-    buckets = bucket_multipliers(market, bound, value_instruments(market, rate=rate), rate=rate,
-                                 option_margin=option_margin)
-    return buckets_table(market, bound, buckets)
-
-
-def buckets_table(market: Market, bound: BoundBook, buckets: Buckets) -> pa.Table:
-    """The kernel's factors as the SPEC §4 table (prices = today's index price times the factors)."""
-    from .kernels._jit import n_chunks
-    from .kernels.liquidation import liquidation_columns
-
-    M, B = market.arrays, bound.book
-    n = len(buckets.down)
-    account_id, instrument_id, index = empty(n, np.int64), empty(n, np.int32), empty(n)
-    price, distance, valid = empty((2, n)), empty((2, n)), empty((3, n), np.uint8)
-    liquidation_columns(buckets.account, buckets.underlying, buckets.position, buckets.down, buckets.up,
-                        B.account_id, B.instrument_id, M.index_price, account_id, instrument_id, index, price,
-                        distance, valid, n_chunks(n))
+    _, _, _, out = _bucket_rows(market, bound, value_instruments(market, rate=rate), False, rate, option_margin)
+    underlying, account_id, instrument_id, index, price, distance, valid = out[1], *out[6:]
+    n = len(underlying)
     down_ok, up_ok, isolated = (_bitmap(v) for v in valid)
     return pa.table({
         "account_id": account_id,
-        "underlying": pa.DictionaryArray.from_arrays(pa.array(buckets.underlying, pa.int32()),
-                                                     market.underlying_names),
+        # Codes the kernel wrote from the market's own: not re-checked (a pass over every row).
+        "underlying": pa.DictionaryArray.from_arrays(pa.array(underlying, pa.int32()), market.underlying_names,
+                                                     safe=False),
         "isolated": pa.Array.from_buffers(pa.bool_(), n, [None, isolated]),
         "instrument_id": _with_validity(pa.int32(), instrument_id, isolated, valid[2]),
         "index_price": index,

@@ -156,7 +156,7 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     from .kernels._jit import n_chunks
     from .kernels.cascade import check_accounts, check_isolated, forced_flow, screen
     from .kernels.margin import ACCOUNT_FLOAT_COLUMNS
-    from .liquidation import bucket_multipliers, kernel_book, kernel_moving
+    from .liquidation import screen_buckets, kernel_book, kernel_moving
 
     mult0 = shock_multipliers(market, shock)
     insurance_fund, liquidation_fee, k = float(insurance_fund), float(liquidation_fee), float(k)
@@ -179,7 +179,7 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
 
     # The screen's excess and fall rates from the shocked prices (kernels/cascade.py).
     shocked = value_instruments(market, mult0, rate=rate)
-    bk = bucket_multipliers(market, bound, shocked, split=True, rate=rate, option_margin=option_margin,
+    bk = screen_buckets(market, bound, shocked, rate=rate, option_margin=option_margin,
                             window=SCREEN_WINDOW)
     has_cross = bk.n_cross > 0
     g_account = np.full(n, np.inf)

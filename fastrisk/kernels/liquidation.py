@@ -61,7 +61,7 @@ from numba import prange
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from ..codes import CALL, INVERSE, LINEAR, OPTION
-from ._jit import chunked, helper, index, inline, kernel
+from ._jit import helper, index, inline, kernel
 from .margin import (NO_POSITIONS, add_position, balance_usd, isolated_bucket, moved_instrument, position_figures,
                      usd_contribution)
 
@@ -576,17 +576,32 @@ def row_factors(a, p, u, equity, mm, fixed, has_mm, bounds, how, lo, hi, sep, sp
 
 
 @inline
-def _write_row(r, a, u, p, factors, split, out):
-    """Row ``r`` of the kernel's outputs ``out`` (``liquidation_factors``): its bucket and ``row_factors``."""
-    out_account, out_u, out_pos, out_down, out_up, out_excess = out
+def _write_row(r, a, u, p, factors, split, out, ids):
+    """Row ``r`` of the kernel's outputs ``out`` (``liquidation_factors``): bucket (account ``a``, underlying
+    ``u``, position ``p``) and its ``row_factors``. ``ids = (account_id [a], instrument_id [p], index_price
+    [u])``, for the table."""
+    account, underlying, position, down_f, up_f, excess, account_id, instrument_id, index, price, distance, \
+        valid = out
     down, up, g1 = factors
-    out_account[r] = a
-    out_u[r] = u
-    out_pos[r] = p
-    out_down[r] = down
-    out_up[r] = up
+    underlying[r] = u
     if split:
-        out_excess[r] = g1
+        account[r] = a
+        position[r] = p
+        down_f[r] = down
+        up_f[r] = up
+        excess[r] = g1
+        return
+    x = ids[2][u]
+    account_id[r] = ids[0][a]
+    instrument_id[r] = ids[1][p] if p >= 0 else -1
+    index[r] = x
+    price[0, r] = x * down
+    price[1, r] = x * up
+    distance[0, r] = 1.0 - down
+    distance[1, r] = up - 1.0
+    valid[0, r] = not np.isnan(down)
+    valid[1, r] = not np.isnan(up)
+    valid[2, r] = p >= 0
 
 
 # Per-underlying sums of one account's pass (``account_factors``' scratch ``acc`` [u, FIGURES]): equity and MM
@@ -614,17 +629,22 @@ def _add_row(u, equity, mm, bounds, how, acc, shape):
 # ------------------------------------------------------------------------------------- the kernel
 
 @kernel(parallel=True, nrt=False)
-def liquidation_factors(row_start, n_cross, exposure, order, scratch, out, split, book, inst, terms, tiers, val,
-                        weights, option_margin, moving, n_chunks):
+def liquidation_factors(row_start, n_cross, exposure, order, scratch, out, ids, split, book, inst, terms, tiers,
+                        val, weights, option_margin, moving, n_chunks):
     """Every bucket's ``(m_down, m_up)`` (SPEC §4); account ``a``'s rows are ``row_start[a]:row_start[a+1]``:
     its ``n_cross`` [a] cross rows, one per underlying in its ``exposure`` bit set, by code (``count_rows``), then
     its isolated positions in position order.
 
-    Writes ``out = (account [r], underlying [r], position [r], down [r], up [r], excess [r])``: the account index,
-    the underlying code, the position index (-1 for a cross row), the factors (1.0 = liquidatable now, NaN = none in
-    range; with ``split``, the fall rates of ``row_factors`` instead, and ``excess`` the bucket's excess, else
-    ``excess`` may be empty), and ``order`` [p]: each account's cross positions with a quantity grouped by
-    underlying code (``account_factors``). ``scratch = (count, shape, acc, rows)``, one row per chunk of accounts,
+    Writes ``out = (account, underlying, position, down, up, excess, account_id, instrument_id, index, price,
+    distance, valid)`` and ``order`` [p] (each account's cross positions with a quantity grouped by underlying
+    code, ``account_factors``). Every row gets ``underlying`` [r] (its code); then, with ``split`` (the
+    cascade's screen), ``account`` [r] (index), ``position`` [r] (-1 for a cross row), ``down``/``up`` [r] (the
+    fall rates of ``row_factors``) and ``excess`` [r]; else the SPEC §4 columns: ``account_id`` [r],
+    ``instrument_id`` [r] (-1 for a cross row) and ``index`` [r] from ``ids = (account_id [a], instrument_id
+    [p], index_price [u])``, ``price`` and ``distance`` [2, r] (down, up: price = index * factor, distance =
+    1 - factor down, factor - 1 up; factor 1.0 = liquidatable now, NaN = none in range) and ``valid`` uint8
+    [3, r] (down found, up found, isolated row: the validity of the nullable columns). The other mode's arrays
+    may be empty. ``scratch = (count, shape, acc, rows)``, one row per chunk of accounts,
     of any content: int64 [chunk, u], int64 [chunk, u], float64 [chunk, u, FIGURES] and float64 [chunk, 3, 2, K]
     (``search``'s; K = the most positions and balances of an account). ``val = (price, forward, settle_px,
     asset_px)`` is the valuation moved from (today's, or a shocked one); ``weights = (collateral_weight,
@@ -639,13 +659,13 @@ def liquidation_factors(row_start, n_cross, exposure, order, scratch, out, split
     n = row_start.shape[0] - 1
     for c in prange(n_chunks):
         for a in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            account_factors(np.int64(a), np.int64(c), row_start, n_cross, exposure, order, scratch, out, split, book,
-                            inst, terms, tiers, val, weights, option_margin, moving)
+            account_factors(np.int64(a), np.int64(c), row_start, n_cross, exposure, order, scratch, out, ids, split,
+                            book, inst, terms, tiers, val, weights, option_margin, moving)
 
 
 @kernel(nrt=False)
-def account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, split, book, inst, terms, tiers, val,
-                    weights, option_margin, moving):
+def account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, ids, split, book, inst, terms, tiers,
+                    val, weights, option_margin, moving):
     """The rows of account ``a`` of chunk ``c`` (see ``liquidation_factors``), from one pass over its positions
     and balances.
 
@@ -692,7 +712,7 @@ def account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, spl
             equity, _ = isolated_bucket(isolated_margin[p], value, mm, px)
             _write_row(r_iso, a, u, p, row_factors(a, p, u, equity, mm * px, 0.0, mm * px > 0.0, bounds, how, lo, lo,
                                                    sep, split, order, book, inst, tiers, val, weights,
-                                                   option_margin, moving, rows), split, out)
+                                                   option_margin, moving, rows), split, out, ids)
             r_iso += 1
             continue
         own, coin = position_exposure(p, book, moving)
@@ -743,30 +763,6 @@ def account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, spl
                       sums_u[SEG_UP])
             _write_row(r, a, u, -1, row_factors(a, -1, u, equity, mm, fixed, mm_total > 0.0, bounds, shape[u], first,
                                                 count[u], sep, split, order, book, inst, tiers, val, weights,
-                                                option_margin, moving, rows), split, out)
+                                                option_margin, moving, rows), split, out, ids)
             r += 1
             first = count[u]
-
-
-@chunked
-def liquidation_columns(account, underlying, position, down, up, account_id, instrument_id, index_price,
-                        out_account_id, out_instrument_id, out_index, out_price, out_distance, out_valid, n_chunks):
-    """The SPEC §4 columns of every row, in one pass: ``out_account_id`` [r], ``out_instrument_id`` [r] (-1
-    for a cross row), ``out_index`` [r] (today's index price), ``out_price`` / ``out_distance`` [2, r]
-    (down, up: price = index * factor; distance = 1 - factor down, factor - 1 up) and ``out_valid`` [3, r]
-    uint8 (down found, up found, isolated row): the validity of the nullable columns."""
-    n = down.shape[0]
-    for c in prange(n_chunks):
-        for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            p = position[r]
-            index = index_price[underlying[r]]
-            out_account_id[r] = account_id[account[r]]
-            out_instrument_id[r] = instrument_id[p] if p >= 0 else -1
-            out_index[r] = index
-            out_price[0, r] = index * down[r]
-            out_price[1, r] = index * up[r]
-            out_distance[0, r] = 1.0 - down[r]
-            out_distance[1, r] = up[r] - 1.0
-            out_valid[0, r] = not np.isnan(down[r])
-            out_valid[1, r] = not np.isnan(up[r])
-            out_valid[2, r] = p >= 0
