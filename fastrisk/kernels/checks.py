@@ -320,25 +320,45 @@ def merge_runs(pos_rows, pos_values, pos_chunk_starts, bal_accounts, bal_offsets
         has_run = pos_chunk_starts[c] > 0
         first_row[c] = pos_rows[b0] if has_run else first_row[c + 1]
         first_value[c] = pos_values[b0] if has_run else first_value[c + 1]
-    m = 0
-    j = 0
+    m = index(0)
+    j = index(0)
     for c in range(k):
-        b0 = c * n // k
-        n_p = pos_chunk_starts[c]
-        j_end = n_b if first_row[c + 1] == n else np.searchsorted(bal_accounts, first_value[c + 1])
-        i = 0
-        while i < n_p or j < j_end:
-            take_p = j >= j_end or (i < n_p and pos_values[b0 + i] <= bal_accounts[j])
-            take_b = i >= n_p or (j < j_end and bal_accounts[j] <= pos_values[b0 + i])
-            accounts[m] = pos_values[b0 + i] if take_p else bal_accounts[j]
-            pos_start[m] = pos_rows[b0 + i] if i < n_p else first_row[c + 1]
+        i = index(c * n // k)
+        i_end = i + index(pos_chunk_starts[c])
+        j_end = index(n_b if first_row[c + 1] == n else np.searchsorted(bal_accounts, first_value[c + 1]))
+        # Three cases, the first (an account with positions and balances) common and well predicted: half
+        # the time of testing at every step which side is exhausted and which is ahead.
+        while i < i_end and j < j_end:
+            x = pos_values[i]
+            y = bal_accounts[j]
+            pos_start[m] = pos_rows[i]
             bal_start[m] = bal_offsets[j]
-            i += take_p
-            j += take_b
-            m += 1
+            if x == y:
+                accounts[m] = x
+                i += index(1)
+                j += index(1)
+            elif x < y:
+                accounts[m] = x
+                i += index(1)
+            else:
+                accounts[m] = y
+                j += index(1)
+            m += index(1)
+        while i < i_end:
+            accounts[m] = pos_values[i]
+            pos_start[m] = pos_rows[i]
+            bal_start[m] = bal_offsets[j]
+            i += index(1)
+            m += index(1)
+        while j < j_end:  # accounts with balances only, after the group's last position run
+            accounts[m] = bal_accounts[j]
+            pos_start[m] = first_row[c + 1]
+            bal_start[m] = bal_offsets[j]
+            j += index(1)
+            m += index(1)
     pos_start[m] = n
     bal_start[m] = bal_offsets[n_b]
-    return m
+    return np.int64(m)
 
 
 @kernel
