@@ -102,12 +102,13 @@ def resolve_balance_assets(local_to_market, local_code, bal_start, out, k):
     for c in prange(k):
         n_unknown = 0
         n_duplicate = 0
-        for a in range(c * n // k, (c + 1) * n // k):
-            for r in range(bal_start[a], bal_start[a + 1]):
-                code = local_to_market[local_code[r]]
+        for a in range(index(c * n // k), index((c + 1) * n // k)):
+            first = index(bal_start[a])
+            for r in range(first, index(bal_start[a + index(1)])):
+                code = local_to_market[index(local_code[r])]
                 out[r] = code
                 n_unknown += code < 0
-                n_duplicate += _seen_earlier(out, bal_start[a], r)
+                n_duplicate += _seen_earlier(out, first, r)
         unknown[c] = n_unknown
         duplicate[c] = n_duplicate
     return unknown.sum(), duplicate.sum()
