@@ -43,12 +43,13 @@ class Buckets:
     """
 
     row_start: np.ndarray   # [a+1] int64
-    account: np.ndarray     # [r] int32 account index
     underlying: np.ndarray  # [r] int32 underlying code
     position: np.ndarray    # [r] int64 position index, -1 for a cross row
     down: np.ndarray        # [r] the fastest the bucket's excess can fall per unit of m moved down
     up: np.ndarray          # [r] ... and up (inf where unbounded)
     excess: np.ndarray      # [r] equity - MM of the row's bucket
+    fall_total: np.ndarray  # [a] the sum over the account's cross rows of the larger of down and up
+    g_account: np.ndarray   # [a] the excess of the account's cross bucket (inf without cross rows)
     n_cross: np.ndarray     # [a] int32 cross rows of each account
     separable: np.ndarray   # [a] uint8 (see kernels.liquidation.count_rows)
 
@@ -101,7 +102,7 @@ def screen_buckets(market: Market, bound: BoundBook, val: Valuation, *, rate: fl
     of m moved down and up, one underlying at a time, for m in ``window`` (default: the whole search range;
     see ``kernels.cascade``)."""
     row_start, n_cross, separable, out = _bucket_rows(market, bound, val, True, rate, option_margin, window)
-    return Buckets(row_start, *out[:6], n_cross, separable)
+    return Buckets(row_start, *out[:7], n_cross, separable)
 
 
 def _bucket_rows(market: Market, bound: BoundBook, val: Valuation, split: bool, rate: float, option_margin,
@@ -124,8 +125,8 @@ def _bucket_rows(market: Market, bound: BoundBook, val: Valuation, split: bool, 
     row_start = np.zeros(n + 1, np.int64)
     np.cumsum(n_rows, out=row_start[1:])
     r = int(row_start[-1])
-    rs, rt = (r, 0) if split else (0, r)  # the screen's arrays, the table's
-    out = (empty(rs, np.int32), empty(r, np.int32), empty(rs, np.int64), empty(rs), empty(rs), empty(rs),
+    rs, rt, a_s = (r, 0, n) if split else (0, r, 0)  # the screen's arrays (rows, accounts), the table's
+    out = (empty(r, np.int32), empty(rs, np.int64), empty(rs), empty(rs), empty(rs), empty(a_s), empty(a_s),
            empty(rt, np.int64), empty(rt, np.int32), empty(rt), empty((2, rt)), empty((2, rt)),
            empty((3, rt), np.uint8))
     most_rows = int((np.diff(B.pos_start) + np.diff(B.bal_start)).max(initial=1))
@@ -182,7 +183,7 @@ def liquidation_prices(market: Market, book: Book, *, rate: float = 0.0,
     """
     bound = book.bind(market)
     _, _, _, out = _bucket_rows(market, bound, value_instruments(market, rate=rate), False, rate, option_margin)
-    underlying, account_id, instrument_id, index, price, distance, valid = out[1], *out[6:]
+    underlying, account_id, instrument_id, index, price, distance, valid = out[0], *out[7:]
     n = len(underlying)
     down_ok, up_ok, isolated = (_bitmap(v) for v in valid)
     return pa.table({

@@ -154,7 +154,7 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     0
     """
     from .kernels._jit import n_chunks
-    from .kernels.cascade import check_accounts, check_isolated, forced_flow, screen
+    from .kernels.cascade import check_accounts, check_isolated, forced_flow, screen_accounts, screen_isolated
     from .kernels.margin import ACCOUNT_FLOAT_COLUMNS
     from .liquidation import screen_buckets, kernel_book, kernel_moving
 
@@ -181,29 +181,26 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     shocked = value_instruments(market, mult0, rate=rate)
     bk = screen_buckets(market, bound, shocked, rate=rate, option_margin=option_margin,
                             window=SCREEN_WINDOW)
-    has_cross = bk.n_cross > 0
-    g_account = np.full(n, np.inf)
-    g_account[has_cross] = bk.excess[bk.row_start[:-1][has_cross]]  # every cross row holds the bucket's
-    g_row = bk.excess.copy()
+    g_account, fall_total = bk.g_account, bk.fall_total  # the pre-test: fall_total * the largest move
     ref_account = np.zeros(n, np.int32)
-    ref_position = np.zeros(len(B.quantity), np.int32)
     hist = np.ones((int(max_rounds), n_u))  # the moves since the shock at which round k + 1 looked
+    # Isolated positions j = 0, 1, ...: their rows' figures gathered once, so the screen reads them in order.
     iso_rows = np.flatnonzero(bk.position >= 0)
     iso_pos = bk.position[iso_rows]
+    iso_u, iso_fall_down, iso_fall_up = bk.underlying[iso_rows], bk.down[iso_rows], bk.up[iso_rows]
+    iso_g = bk.excess[iso_rows]
+    iso_ref = np.zeros(len(iso_pos), np.int32)
+    iso_live = np.ones(len(iso_pos), np.uint8)
     moving = kernel_moving(market, rate)
     settle_u = moving[1][bound.pos_instrument[iso_pos]]
     iso_always = ((settle_u >= 0) & (settle_u != M.underlying[bound.pos_instrument[iso_pos]])).astype(np.uint8)
     account_always = ((bk.separable == 0) & (bk.n_cross > 0)).astype(np.uint8)
     flag_account = np.zeros(n, np.uint8)
     flag_iso = np.zeros(len(iso_pos), np.uint8)
-    cross_rows = bk.position < 0
-    # The screen's pre-test: how fast the whole cross bucket can fall per unit of the largest move.
-    fall_total = np.bincount(bk.account[cross_rows], weights=np.maximum(bk.down, bk.up)[cross_rows], minlength=n)
     reach = np.full(int(max_rounds), np.inf)
     in_window = True
 
     account_live = np.ones(n, np.uint8)
-    position_live = np.ones(len(B.quantity), np.uint8)
     round_of = np.full(n, -1, np.int32)
     eq_at = np.full(n, np.nan)
     fee_paid = np.zeros(n)
@@ -228,12 +225,13 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
         # Once outside the window, references can be too: from then on every round checks everyone.
         in_window = in_window and bool(np.all((x >= SCREEN_WINDOW[0]) & (x <= SCREEN_WINDOW[1])))
         if in_window:
-            screen(x, hist, reach, bk.row_start, bk.n_cross, bk.underlying, bk.down, bk.up, fall_total, g_account,
-                   ref_account, account_live, account_always, iso_rows, iso_pos, iso_always, g_row, ref_position,
-                   position_live, flag_account, flag_iso)
+            screen_accounts(x, hist, reach, bk.row_start, bk.n_cross, bk.underlying, bk.down, bk.up, fall_total,
+                            g_account, ref_account, account_live, account_always, flag_account)
+            screen_isolated(x, hist, iso_u, iso_fall_down, iso_fall_up, iso_always, iso_g, iso_ref, iso_live,
+                            flag_iso)
         else:  # beyond the window the fall rates hold over: every live bucket is checked
             flag_account[:] = account_live
-            flag_iso[:] = position_live[iso_pos]
+            flag_iso[:] = iso_live
         cand = np.flatnonzero(flag_account)
         iso_cand_k = np.flatnonzero(flag_iso)
         iso_cand = iso_pos[iso_cand_k]
@@ -247,9 +245,8 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
         alive, alive_k = cand[~liq], iso_cand_k[~liq_iso]
         g_account[alive] = np.where(out[1, ~liq] > 0, out[0, ~liq] - out[1, ~liq], np.inf)
         ref_account[alive] = rnd - 1
-        g_row[iso_rows[alive_k]] = np.where(out_iso[1, ~liq_iso] > 0, out_iso[0, ~liq_iso] - out_iso[1, ~liq_iso],
-                                            np.inf)
-        ref_position[iso_pos[alive_k]] = rnd - 1
+        iso_g[alive_k] = np.where(out_iso[1, ~liq_iso] > 0, out_iso[0, ~liq_iso] - out_iso[1, ~liq_iso], np.inf)
+        iso_ref[alive_k] = rnd - 1
         dead, dead_pos = cand[liq], iso_cand[liq_iso]
         if len(dead) == 0 and len(dead_pos) == 0:
             stopped = "no liquidations"
@@ -270,7 +267,7 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
         np.add.at(iso_count, owners, 1)
         iso_dead.append((dead_pos, np.maximum(eq_i - fee_i, 0.0)))
         account_live[dead] = 0
-        position_live[dead_pos] = 0
+        iso_live[iso_cand_k[liq_iso]] = 0
         flow = np.zeros(n_u)
         forced_flow(dead, dead_pos, flow, kbook, inst, tiers, vt, val.delta, M.underlying, option_margin)
         fees = float(fee.sum() + fee_i.sum())

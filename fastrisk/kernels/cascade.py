@@ -31,23 +31,22 @@ SCREEN_MARGIN = 1e-9
 
 
 @kernel(parallel=True, nrt=False)
-def screen(x, hist, reach, row_start, n_cross, row_u, fall_down, fall_up, fall_total, g_account, ref_account,
-           account_live, account_always, iso_rows, iso_pos, iso_always, g_row, ref_position, position_live,
-           flag_account, flag_iso):
-    """Flag the live buckets the moves ``x`` [u] (since the shock) may have made liquidatable:
-    ``flag_account[a] = 1`` for a cross bucket, ``flag_iso[j] = 1`` for the isolated position ``iso_pos[j]``;
-    those marked ``account_always`` [a] / ``iso_always`` [j] (their equity does not separate by underlying)
-    whenever they are live. Every flag is written (0 or 1).
+def screen_accounts(x, hist, reach, row_start, n_cross, row_u, fall_down, fall_up, fall_total, g_account,
+                    ref_account, account_live, account_always, flag_account):
+    """Flag the live cross buckets the moves ``x`` [u] (since the shock) may have made liquidatable:
+    ``flag_account[a] = 1``, always for those marked ``account_always`` [a] (their equity does not separate by
+    underlying) whenever they are live. Every flag is written (0 or 1).
 
     A cross bucket last known to have excess ``g_account[a]`` at the moves ``hist[ref_account[a]]`` [k, u] is
     flagged when the sum over its cross rows (the first ``n_cross[a]`` of ``row_start[a]:``) of
-    ``fall * |x_u - hist_u|`` (``fall_down`` for a move down,
-    ``fall_up`` up) reaches it. Most accounts are cleared without reading their rows: that sum is at most
-    ``fall_total[a] * reach[k]`` (``fall_total`` = the sum over its cross rows of the larger fall rate,
-    ``reach[k] = max_u |x_u - hist[k, u]|``), so an account whose excess exceeds this (with a relative slack
-    far above rounding) cannot be flagged. An isolated position (``iso_pos`` [j], its row ``iso_rows`` [j]) is
-    checked likewise with its own row, ``g_row`` [r] and ``ref_position`` [p]. Accounts and isolated
-    positions run in parallel; each account sums its rows in order."""
+    ``fall * |x_u - hist_u|`` (``fall_down`` for a move down, ``fall_up`` up) reaches it. Most accounts are
+    cleared without reading their rows: that sum is at most ``fall_total[a] * reach[k]`` (``fall_total`` = the
+    sum over its cross rows of the larger fall rate, ``reach[k] = max_u |x_u - hist[k, u]|``), so an account
+    whose excess exceeds this (with a relative slack far above rounding) cannot be flagged. Accounts run in
+    parallel; each sums its rows in order.
+
+    One parallel loop per kernel: with the isolated positions' loop in the same function (``screen_isolated``),
+    both ran twice as long."""
     for a in prange(row_start.shape[0] - 1):
         flag_account[a] = 0
         if account_live[a] == 0 or n_cross[a] == 0:
@@ -65,15 +64,21 @@ def screen(x, hist, reach, row_start, n_cross, row_u, fall_down, fall_up, fall_t
             fall += _fall(x[u] - hist[ref, u], fall_down[r], fall_up[r])
         if fall >= g * (1.0 - SCREEN_MARGIN):
             flag_account[a] = 1
-    for j in prange(iso_rows.shape[0]):
-        p = iso_pos[j]
+
+
+@kernel(parallel=True, nrt=False)
+def screen_isolated(x, hist, iso_u, fall_down, fall_up, iso_always, g_iso, ref_iso, iso_live, flag_iso):
+    """``screen_accounts`` for the live (``iso_live``) isolated positions j, each its own bucket moved by its
+    underlying ``iso_u`` [j], with its own fall rates, excess ``g_iso`` [j] and reference ``ref_iso`` [j]:
+    ``flag_iso[j] = 1`` when it may have become liquidatable, always (when live) for those marked
+    ``iso_always`` [j]. Indexed by j, not by position, so the pass reads contiguous arrays."""
+    for j in prange(iso_u.shape[0]):
         flag_iso[j] = 0
-        if position_live[p] == 0:
+        if iso_live[j] == 0:
             continue
-        r = iso_rows[j]
-        u = row_u[r]
-        own = _fall(x[u] - hist[ref_position[p], u], fall_down[r], fall_up[r])
-        if iso_always[j] or own >= g_row[r] * (1.0 - SCREEN_MARGIN):
+        u = iso_u[j]
+        own = _fall(x[u] - hist[ref_iso[j], u], fall_down[j], fall_up[j])
+        if iso_always[j] or own >= g_iso[j] * (1.0 - SCREEN_MARGIN):
             flag_iso[j] = 1
 
 

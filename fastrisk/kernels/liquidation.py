@@ -580,12 +580,10 @@ def _write_row(r, a, u, p, factors, split, out, ids):
     """Row ``r`` of the kernel's outputs ``out`` (``liquidation_factors``): bucket (account ``a``, underlying
     ``u``, position ``p``) and its ``row_factors``. ``ids = (account_id [a], instrument_id [p], index_price
     [u])``, for the table."""
-    account, underlying, position, down_f, up_f, excess, account_id, instrument_id, index, price, distance, \
-        valid = out
+    underlying, position, down_f, up_f, excess, _, _, account_id, instrument_id, index, price, distance, valid = out
     down, up, g1 = factors
     underlying[r] = u
     if split:
-        account[r] = a
         position[r] = p
         down_f[r] = down
         up_f[r] = up
@@ -635,11 +633,13 @@ def liquidation_factors(row_start, n_cross, exposure, order, scratch, out, ids, 
     its ``n_cross`` [a] cross rows, one per underlying in its ``exposure`` bit set, by code (``count_rows``), then
     its isolated positions in position order.
 
-    Writes ``out = (account, underlying, position, down, up, excess, account_id, instrument_id, index, price,
-    distance, valid)`` and ``order`` [p] (each account's cross positions with a quantity grouped by underlying
-    code, ``account_factors``). Every row gets ``underlying`` [r] (its code); then, with ``split`` (the
-    cascade's screen), ``account`` [r] (index), ``position`` [r] (-1 for a cross row), ``down``/``up`` [r] (the
-    fall rates of ``row_factors``) and ``excess`` [r]; else the SPEC §4 columns: ``account_id`` [r],
+    Writes ``out = (underlying, position, down, up, excess, fall_total, g_account, account_id, instrument_id,
+    index, price, distance, valid)`` and ``order`` [p] (each account's cross positions with a quantity grouped by
+    underlying code, ``account_factors``). Every row gets ``underlying`` [r] (its code); then, with ``split``
+    (the cascade's screen), ``position`` [r] (-1 for a cross row), ``down``/``up`` [r] (the fall rates of
+    ``row_factors``) and ``excess`` [r], and per account ``fall_total`` [a] (the sum over its cross rows of the
+    larger fall rate) and ``g_account`` [a] (its cross bucket's excess, inf without cross rows); else the SPEC
+    §4 columns: ``account_id`` [r],
     ``instrument_id`` [r] (-1 for a cross row) and ``index`` [r] from ``ids = (account_id [a], instrument_id
     [p], index_price [u])``, ``price`` and ``distance`` [2, r] (down, up: price = index * factor, distance =
     1 - factor down, factor - 1 up; factor 1.0 = liquidatable now, NaN = none in range) and ``valid`` uint8
@@ -734,7 +734,8 @@ def account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, ids
             _add_row(u, c, 0.0, (c, c, c, c, 0.0, np.inf), CONCAVE, acc, shape)  # linear in m
     upnl, option_value, _, mm_total, _, _, _ = sums
     equity_total = collateral + upnl + option_value
-    # Each underlying's group of slots, in code order: count[u] becomes the group's next free slot, then its end.
+    # Each underlying's group of slots, in code order: count[u] becomes the group's next free slot, then its end
+    # (the screen evaluates nothing: no groups).
     slot = lo
     for w in range(words.shape[0]):
         word = words[w]
@@ -742,14 +743,16 @@ def account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, ids
             bit, word = _lowest(word)
             u = 64 * w + bit
             slot, count[u] = slot + count[u], slot
-    for p in range(lo, pos_start[a + 1]):
+    for p in range(lo, pos_start[a + 1] if not split else lo):
         own, _ = position_exposure(p, book, moving)
         if own >= 0:
             order[count[own]] = p
             count[own] += 1
-    # The cross rows, by underlying code.
+    # The cross rows, by underlying code; for the screen, the bucket's excess and its summed fall rates too.
     r = row_start[a]
     first = lo
+    fall_total = 0.0
+    g_bucket = np.inf
     for w in range(words.shape[0]):
         word = words[w]
         while word != _ZERO:
@@ -761,8 +764,13 @@ def account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, ids
             fixed = (equity_total - equity) - (mm_total - mm)
             bounds = (sums_u[SLOPE_LO], sums_u[SLOPE_HI], sums_u[SLOPE_DOWN], sums_u[SLOPE_UP], sums_u[SEG_DOWN],
                       sums_u[SEG_UP])
-            _write_row(r, a, u, -1, row_factors(a, -1, u, equity, mm, fixed, mm_total > 0.0, bounds, shape[u], first,
-                                                count[u], sep, split, order, book, inst, tiers, val, weights,
-                                                option_margin, moving, rows), split, out, ids)
+            factors = row_factors(a, -1, u, equity, mm, fixed, mm_total > 0.0, bounds, shape[u], first, count[u], sep,
+                                  split, order, book, inst, tiers, val, weights, option_margin, moving, rows)
+            _write_row(r, a, u, -1, factors, split, out, ids)
+            fall_total += max(factors[0], factors[1])
+            g_bucket = factors[2]
             r += 1
             first = count[u]
+    if split:
+        out[5][a] = fall_total
+        out[6][a] = g_bucket
