@@ -131,7 +131,8 @@ def _bucket_rows(market: Market, bound: BoundBook, val: Valuation, split: bool, 
            empty((3, rt), np.uint8))
     most_rows = int((np.diff(B.pos_start) + np.diff(B.bal_start)).max(initial=1))
     scratch = (np.empty((chunks, n_u), np.int64), np.empty((chunks, n_u), np.int64),
-               np.empty((chunks, n_u, FIGURES)), np.empty((chunks, 3, 2, most_rows)))
+               np.empty((chunks, n_u, FIGURES)), np.empty((chunks, 3, 2, most_rows)),
+               np.empty((chunks, most_rows, FIGURES)), np.empty((chunks, most_rows, 2), np.int64))
     order = empty(n_pos, np.int64)
     inst, tiers = kernel_market(market)
     liquidation_factors(row_start, n_cross, exposure, order, scratch, out, (B.account_id, B.instrument_id,

@@ -609,10 +609,16 @@ FIGURES = 8
 
 
 @inline
-def _add_row(u, equity, mm, bounds, how, acc, shape):
-    """Add one row moving with ``u`` to the account's sums (``acc``; ``shape`` [u]: the bucket's ``how``)."""
+def _open_row(row):
+    """Empty sums (``row`` [FIGURES]): no equity, MM or slope; segments unbounded."""
+    row[:] = 0.0
+    row[SEG_UP] = np.inf
+
+
+@inline
+def _add_row(row, equity, mm, bounds):
+    """Add one row's equity and MM at m = 1 and ``slope_bounds`` to the sums ``row`` [FIGURES]."""
     lo_k, hi_k, dn_k, up_k, sd_k, su_k = bounds
-    row = acc[u]
     row[EQUITY] += equity
     row[MM] += mm
     row[SLOPE_LO] += lo_k
@@ -621,7 +627,6 @@ def _add_row(u, equity, mm, bounds, how, acc, shape):
     row[SLOPE_UP] += up_k
     row[SEG_DOWN] = max(row[SEG_DOWN], sd_k)
     row[SEG_UP] = min(row[SEG_UP], su_k)
-    shape[u] = max(shape[u], how)
 
 
 # ------------------------------------------------------------------------------------- the kernel
@@ -644,26 +649,35 @@ def liquidation_factors(row_start, n_cross, exposure, order, scratch, out, ids, 
     [p], index_price [u])``, ``price`` and ``distance`` [2, r] (down, up: price = index * factor, distance =
     1 - factor down, factor - 1 up; factor 1.0 = liquidatable now, NaN = none in range) and ``valid`` uint8
     [3, r] (down found, up found, isolated row: the validity of the nullable columns). The other mode's arrays
-    may be empty. ``scratch = (count, shape, acc, rows)``, one row per chunk of accounts,
-    of any content: int64 [chunk, u], int64 [chunk, u], float64 [chunk, u, FIGURES] and float64 [chunk, 3, 2, K]
-    (``search``'s; K = the most positions and balances of an account). ``val = (price, forward, settle_px,
+    may be empty. ``scratch = (count, shape, acc, rows, iso_acc, iso_of)``, one row per chunk of accounts, of
+    any content (K = the most positions and balances of an account): int64 [chunk, u], int64 [chunk, u],
+    float64 [chunk, u, FIGURES] (the sums per underlying), float64 [chunk, 3, 2, K] (``search``'s), float64
+    [chunk, K, FIGURES] and int64 [chunk, K, 2] (the isolated positions' sums, their position and shape). ``val = (price, forward, settle_px,
     asset_px)`` is the valuation moved from (today's, or a shocked one); ``weights = (collateral_weight,
     borrow_weight)`` per asset; ``terms = (mm_convex, mmf_max, amount_min, amount_max, w_lo, w_hi)``: per instrument
     [i] whether its mmf never falls from bracket to bracket, and the range of its mmf and maintenance amounts; then
     the window of factors the slope bounds must hold over (``slope_bounds``); ``moving`` as in
     ``margin.moved_instrument``. Outputs are allocated by the caller.
 
-    Accounts run in chunks, each with its own scratch; the body is one compiled call per account (the parallel
-    pass analyses a small body, and the call costs a few nanoseconds; no reference counting, which would
-    cost an atomic increment and decrement per array passed and account)."""
-    n = row_start.shape[0] - 1
+    Accounts run in chunks, each with its own scratch; the body is one compiled call per chunk (the parallel
+    pass analyses a small body; a call per account would pass its many arrays once per account, and without
+    reference counting, which would cost an atomic increment and decrement per array and call)."""
     for c in prange(n_chunks):
-        for a in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            account_factors(np.int64(a), np.int64(c), row_start, n_cross, exposure, order, scratch, out, ids, split,
-                            book, inst, terms, tiers, val, weights, option_margin, moving)
+        chunk_factors(np.int64(c), n_chunks, row_start, n_cross, exposure, order, scratch, out, ids, split, book,
+                      inst, terms, tiers, val, weights, option_margin, moving)
 
 
 @kernel(nrt=False)
+def chunk_factors(c, n_chunks, row_start, n_cross, exposure, order, scratch, out, ids, split, book, inst, terms,
+                  tiers, val, weights, option_margin, moving):
+    """The accounts of chunk ``c`` of ``n_chunks`` (see ``liquidation_factors``)."""
+    n = row_start.shape[0] - 1
+    for a in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+        account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, ids, split, book, inst, terms, tiers,
+                        val, weights, option_margin, moving)
+
+
+@inline
 def account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, ids, split, book, inst, terms, tiers,
                     val, weights, option_margin, moving):
     """The rows of account ``a`` of chunk ``c`` (see ``liquidation_factors``), from one pass over its positions
@@ -672,12 +686,13 @@ def account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, ids
     Each position is valued once at m = 1: into the account's cross totals (summed as
     ``margin.account_figures`` sums them, so that the bucket's excess is ``account_risk``'s) and into the sums
     of the underlyings it moves its bucket with (``position_exposure``; each of those sums is started from the
-    account's bit set first, so the pass does not ask whether it is); an isolated position's row is searched
-    right away. Then the account's cross positions with a quantity are grouped by underlying into
+    account's bit set first, so the pass does not ask whether it is), or, for an isolated position, into its
+    own. Then the account's cross positions with a quantity are grouped by underlying into
     ``order[pos_start[a]:]`` (row order within a group: a bucket's evaluation touches only its own rows), and
-    each cross row is searched.
+    every row is searched, cross rows first, at one call site (``row_factors`` is compiled once).
     """
-    count, shape, acc, rows = scratch[0][c], scratch[1][c], scratch[2][c], scratch[3][c]
+    count, shape, acc, rows, iso_acc, iso_of = (scratch[0][c], scratch[1][c], scratch[2][c], scratch[3][c],
+                                                scratch[4][c], scratch[5][c])
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
         bal_amount = book
     kind, size, tier_first, tier_last, option_type, strike = inst
@@ -689,12 +704,11 @@ def account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, ids
         while word != _ZERO:
             bit, word = _lowest(word)
             u = 64 * w + bit
-            acc[u, :] = 0.0
-            acc[u, SEG_UP] = np.inf
+            _open_row(acc[u])
             shape[u] = CONCAVE
             count[u] = 0
     lo = pos_start[a]
-    r_iso = row_start[a] + n_cross[a]
+    n_iso = 0
     sums = NO_POSITIONS
     sep = True
     for p in range(lo, pos_start[a + 1]):
@@ -710,28 +724,30 @@ def account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, ids
         how = position_shape(i, u, kind, settle_underlying, terms[0])
         if isolated[p]:
             equity, _ = isolated_bucket(isolated_margin[p], value, mm, px)
-            _write_row(r_iso, a, u, p, row_factors(a, p, u, equity, mm * px, 0.0, mm * px > 0.0, bounds, how, lo, lo,
-                                                   sep, split, order, book, inst, tiers, val, weights,
-                                                   option_margin, moving, rows), split, out, ids)
-            r_iso += 1
+            _open_row(iso_acc[n_iso])
+            _add_row(iso_acc[n_iso], equity, mm * px, bounds)
+            iso_of[n_iso, 0] = p
+            iso_of[n_iso, 1] = how
+            n_iso += 1
             continue
         own, coin = position_exposure(p, book, moving)
         if own < 0:
             continue
-        _add_row(own, value * px, mm * px, bounds, how, acc, shape)
+        _add_row(acc[own], value * px, mm * px, bounds)
+        shape[own] = max(shape[own], how)
         count[own] += 1
         if coin >= 0:
             # Its value and MM, in a coin following ``coin``, scale with that underlying: linear in its m.
             sep = False
-            _add_row(coin, value * px, mm * px, coin_bounds(value, mm, px), CONCAVE, acc, shape)
+            _add_row(acc[coin], value * px, mm * px, coin_bounds(value, mm, px))
     collateral = 0.0
     for b in range(bal_start[a], bal_start[a + 1]):
         k = bal_asset[b]
-        c = balance_usd(asset_px[k], bal_amount[b], weights[0][k], weights[1][k])
-        collateral += c
+        cv = balance_usd(asset_px[k], bal_amount[b], weights[0][k], weights[1][k])
+        collateral += cv
         u = balance_exposure(b, book, moving)
         if u >= 0 and n_cross[a] > 0:
-            _add_row(u, c, 0.0, (c, c, c, c, 0.0, np.inf), CONCAVE, acc, shape)  # linear in m
+            _add_row(acc[u], cv, 0.0, (cv, cv, cv, cv, 0.0, np.inf))  # linear in m
     upnl, option_value, _, mm_total, _, _, _ = sums
     equity_total = collateral + upnl + option_value
     # Each underlying's group of slots, in code order: count[u] becomes the group's next free slot, then its end
@@ -748,29 +764,45 @@ def account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, ids
         if own >= 0:
             order[count[own]] = p
             count[own] += 1
-    # The cross rows, by underlying code; for the screen, the bucket's excess and its summed fall rates too.
-    r = row_start[a]
-    first = lo
+    # Every row: the cross rows by underlying code (for the screen, the bucket's excess and summed fall rates
+    # too), then the isolated positions.
     fall_total = 0.0
     g_bucket = np.inf
-    for w in range(words.shape[0]):
-        word = words[w]
-        while word != _ZERO:
+    first = lo
+    w = 0
+    word = words[0] if words.shape[0] > 0 else _ZERO
+    for k in range(row_start[a + 1] - row_start[a]):
+        if k < n_cross[a]:
+            while word == _ZERO:
+                w += 1
+                word = words[w]
             bit, word = _lowest(word)
             u = 64 * w + bit
             sums_u = acc[u]
-            equity, mm = sums_u[EQUITY], sums_u[MM]
+            p = -1
             # The rows that do not move with u: the whole bucket minus its moving part.
-            fixed = (equity_total - equity) - (mm_total - mm)
-            bounds = (sums_u[SLOPE_LO], sums_u[SLOPE_HI], sums_u[SLOPE_DOWN], sums_u[SLOPE_UP], sums_u[SEG_DOWN],
-                      sums_u[SEG_UP])
-            factors = row_factors(a, -1, u, equity, mm, fixed, mm_total > 0.0, bounds, shape[u], first, count[u], sep,
-                                  split, order, book, inst, tiers, val, weights, option_margin, moving, rows)
-            _write_row(r, a, u, -1, factors, split, out, ids)
+            fixed = (equity_total - sums_u[EQUITY]) - (mm_total - sums_u[MM])
+            has_mm = mm_total > 0.0
+            how = shape[u]
+            hi = count[u]
+        else:
+            j = k - n_cross[a]
+            p = iso_of[j, 0]
+            u = inst_underlying[pos_instrument[p]]
+            sums_u = iso_acc[j]
+            fixed = 0.0
+            has_mm = sums_u[MM] > 0.0
+            how = iso_of[j, 1]
+            first = hi = lo
+        bounds = (sums_u[SLOPE_LO], sums_u[SLOPE_HI], sums_u[SLOPE_DOWN], sums_u[SLOPE_UP], sums_u[SEG_DOWN],
+                  sums_u[SEG_UP])
+        factors = row_factors(a, p, u, sums_u[EQUITY], sums_u[MM], fixed, has_mm, bounds, how, first, hi, sep, split,
+                              order, book, inst, tiers, val, weights, option_margin, moving, rows)
+        _write_row(row_start[a] + k, a, u, p, factors, split, out, ids)
+        if k < n_cross[a]:
             fall_total += max(factors[0], factors[1])
             g_bucket = factors[2]
-            r += 1
-            first = count[u]
+            first = hi
     if split:
         out[5][a] = fall_total
         out[6][a] = g_bucket
