@@ -114,9 +114,9 @@ class Book:
         pos_row = np.empty(0, np.int64)  # empty = rows are in input order
         if not_increasing:
             pos_row = np.argsort(acc, kind="stable")
+            acc, inst, isolated = acc[pos_row], inst[pos_row], isolated[pos_row]
             checks.sort_within_accounts(pos_row, acc, inst, isolated)
-            acc, inst, qty, entry, isolated, iso_margin = (
-                x[pos_row] for x in (acc, inst, qty, entry, isolated, iso_margin))
+            qty, entry, iso_margin = (x[pos_row] for x in (qty, entry, iso_margin))
             not_increasing = checks.key_not_increasing(acc, inst, isolated, k)  # sorted: only duplicates left
             chunk_starts = checks.run_start_rows(acc, *starts, k)
         n_dup = 0

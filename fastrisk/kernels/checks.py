@@ -166,24 +166,27 @@ def duplicate_key_rows(account, instrument, isolated, limit):
 
 @kernel
 def sort_within_accounts(order, account, instrument, isolated):
-    """Insertion-sort each run of equal ``account[order]`` by (instrument, isolated), in place.
+    """Insertion-sort each run of equal ``account`` by (instrument, isolated), stably and in place, moving
+    ``order``, ``instrument`` and ``isolated`` together.
 
-    Called after a stable sort by account: runs are a few positions long, so this is linear in practice.
+    Called after a stable sort by account, on the columns already gathered into that order: runs are a few
+    positions long and read in sequence, so this is linear in practice. (Reading the columns through
+    ``order`` instead costs a cache miss per row: 1.3 s for 10M shuffled positions, against 0.1 s.)
     """
     n = order.shape[0]
     start = 0
     while start < n:
         stop = start + 1
-        while stop < n and account[order[stop]] == account[order[start]]:
+        while stop < n and account[stop] == account[start]:
             stop += 1
         for r in range(start + 1, stop):
-            cur = order[r]
+            cur, cur_instrument, cur_isolated = order[r], instrument[r], isolated[r]
             j = r - 1
-            while j >= start and (instrument[order[j]] > instrument[cur] or (
-                    instrument[order[j]] == instrument[cur] and isolated[order[j]] > isolated[cur])):
-                order[j + 1] = order[j]
+            while j >= start and (instrument[j] > cur_instrument or (
+                    instrument[j] == cur_instrument and isolated[j] > cur_isolated)):
+                order[j + 1], instrument[j + 1], isolated[j + 1] = order[j], instrument[j], isolated[j]
                 j -= 1
-            order[j + 1] = cur
+            order[j + 1], instrument[j + 1], isolated[j + 1] = cur, cur_instrument, cur_isolated
         start = stop
 
 
