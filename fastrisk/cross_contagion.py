@@ -57,6 +57,7 @@ def contagion(market: Market, book: Book, shock, *, rate: float = 0.0, option_ma
     -------
     ContagionResult
     """
+    from .kernels._jit import n_chunks
     from .kernels.cascade import CONTAGION_COUNTS, CONTAGION_NOTIONALS, contagion_accounts
     from .liquidation import kernel_book
     from .liquidation_cascade import shock_multipliers
@@ -71,7 +72,7 @@ def contagion(market: Market, book: Book, shock, *, rate: float = 0.0, option_ma
     contagion_accounts(counts, notionals, liquidated, kernel_book(bound), inst, tiers,
                        (v0.price, v0.forward, v0.settle_px, v0.asset_px),
                        (v1.price, v1.forward, v1.settle_px, v1.asset_px), (M.asset_cw, M.asset_bw),
-                       tuple(float(x) for x in option_margin))
+                       tuple(float(x) for x in option_margin), n_chunks(n, 1 << 12))
     c = dict(zip(CONTAGION_COUNTS, counts))
     x = dict(zip(CONTAGION_NOTIONALS, notionals))
     accounts = pa.table({

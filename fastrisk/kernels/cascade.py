@@ -178,7 +178,8 @@ CONTAGION_NOTIONALS = ("notional_lost_cross", "notional_lost_isolated", "contagi
 
 
 @kernel(parallel=True, nrt=False)
-def contagion_accounts(counts, notionals, liquidated, book, inst, tiers, before, after, weights, option_margin):
+def contagion_accounts(counts, notionals, liquidated, book, inst, tiers, before, after, weights, option_margin,
+                       n_chunks):
     """Cross margin against the isolated counterfactual, per account (SPEC §6), at the valuations ``before``
     (today) and ``after`` (shocked), each ``(price, forward, settle_px, asset_px)``.
 
@@ -189,13 +190,26 @@ def contagion_accounts(counts, notionals, liquidated, book, inst, tiers, before,
     buckets add up to the cross equity after the shock; it is lost if its MM > 0 and equity <= MM.
     Writes ``counts`` [5, a] (``CONTAGION_COUNTS``), ``notionals`` [4, a] (USD at the shocked prices,
     ``CONTAGION_NOTIONALS``) and ``liquidated`` [a] (the cross bucket).
+
+    The parallel body is one compiled call per chunk of accounts (``n_chunks``): a small body to analyse,
+    and the arrays passed once per chunk, not once per account.
     """
-    for a in prange(book[0].shape[0] - 1):
-        contagion_account(np.int64(a), counts, notionals, liquidated, book, inst, tiers, before, after, weights,
-                          option_margin)
+    for c in prange(n_chunks):
+        contagion_chunk(np.int64(c), n_chunks, counts, notionals, liquidated, book, inst, tiers, before, after,
+                        weights, option_margin)
 
 
 @kernel(nrt=False)
+def contagion_chunk(c, n_chunks, counts, notionals, liquidated, book, inst, tiers, before, after, weights,
+                    option_margin):
+    """The accounts of chunk ``c`` of ``n_chunks`` (see ``contagion_accounts``)."""
+    n = book[0].shape[0] - 1
+    for a in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+        contagion_account(a, counts, notionals, liquidated, book, inst, tiers, before, after, weights,
+                          option_margin)
+
+
+@inline
 def contagion_account(a, counts, notionals, liquidated, book, inst, tiers, before, after, weights, option_margin):
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
         bal_amount = book
