@@ -35,23 +35,18 @@ LIQUIDATION_SCHEMA = pa.schema([
 
 @dataclass(frozen=True)
 class Buckets:
-    """Every bucket's figures for the cascade's screen (``kernels.cascade``), as the kernel wrote them with
-    ``split`` (index letters: a = accounts, r = rows).
+    """Every bucket's figures for the cascade's screen (``kernels.cascade``), from the kernel with ``split``
+    (index letters: a = accounts, j = isolated positions, in account then position order)."""
 
-    Rows of account ``a`` are ``row_start[a]:row_start[a+1]``: its ``n_cross[a]`` cross rows by underlying
-    code, then its isolated positions.
-    """
-
-    row_start: np.ndarray   # [a+1] int64
-    underlying: np.ndarray  # [r] int32 underlying code
-    position: np.ndarray    # [r] int64 position index, -1 for a cross row
-    down: np.ndarray        # [r] the fastest the bucket's excess can fall per unit of m moved down
-    up: np.ndarray          # [r] ... and up (inf where unbounded)
-    excess: np.ndarray      # [r] equity - MM of the row's bucket
-    fall_total: np.ndarray  # [a] the sum over the account's cross rows of the larger of down and up
+    fall_total: np.ndarray  # [a] the sum over the account's cross rows of the fastest fall down or up
     g_account: np.ndarray   # [a] the excess of the account's cross bucket (inf without cross rows)
     n_cross: np.ndarray     # [a] int32 cross rows of each account
     separable: np.ndarray   # [a] uint8 (see kernels.liquidation.count_rows)
+    iso_underlying: np.ndarray  # [j] int32 the isolated position's underlying
+    iso_position: np.ndarray    # [j] int64 position index
+    iso_down: np.ndarray        # [j] the fastest its excess can fall per unit of m moved down
+    iso_up: np.ndarray          # [j] ... and up (inf where unbounded)
+    iso_excess: np.ndarray      # [j] its excess equity - MM
 
 
 def kernel_moving(market: Market, rate: float = 0.0):
@@ -101,14 +96,16 @@ def screen_buckets(market: Market, bound: BoundBook, val: Valuation, *, rate: fl
     """The cascade's screen: every bucket's excess g at the valuation ``val`` and how fast g can fall per unit
     of m moved down and up, one underlying at a time, for m in ``window`` (default: the whole search range;
     see ``kernels.cascade``)."""
-    row_start, n_cross, separable, out = _bucket_rows(market, bound, val, True, rate, option_margin, window)
-    return Buckets(row_start, *out[:7], n_cross, separable)
+    n_cross, separable, out = _bucket_rows(market, bound, val, True, rate, option_margin, window)
+    iso_underlying, iso_position, iso_down, iso_up, iso_excess, fall_total, g_account = out[:7]
+    return Buckets(fall_total, g_account, n_cross, separable, iso_underlying, iso_position, iso_down, iso_up,
+                   iso_excess)
 
 
 def _bucket_rows(market: Market, bound: BoundBook, val: Valuation, split: bool, rate: float, option_margin,
                  window=None):
-    """``(row_start, n_cross, separable, out)``: ``kernels.liquidation.liquidation_factors`` run on every
-    account, moving one underlying at a time from the valuation ``val``, its outputs allocated here."""
+    """``(n_cross, separable, out)``: ``kernels.liquidation.liquidation_factors`` run on every account, moving
+    one underlying at a time from the valuation ``val``, its outputs allocated here."""
     from .kernels._jit import n_chunks
     from .kernels.liquidation import FIGURES, M_MAX, M_MIN, count_rows, liquidation_factors
 
@@ -125,9 +122,13 @@ def _bucket_rows(market: Market, bound: BoundBook, val: Valuation, split: bool, 
     row_start = np.zeros(n + 1, np.int64)
     np.cumsum(n_rows, out=row_start[1:])
     r = int(row_start[-1])
-    rs, rt, a_s = (r, 0, n) if split else (0, r, 0)  # the screen's arrays (rows, accounts), the table's
-    out = (empty(r, np.int32), empty(rs, np.int64), empty(rs), empty(rs), empty(rs), empty(a_s), empty(a_s),
-           empty(rt, np.int64), empty(rt, np.int32), empty(rt), empty((2, rt)), empty((2, rt)),
+    iso_start = np.zeros(n + 1 if split else 0, np.int64)  # the screen's isolated positions
+    if split:
+        np.cumsum(n_rows - n_cross, out=iso_start[1:])
+    # The screen's arrays (isolated positions, accounts), the table's (rows).
+    rs, a_s, rt = (int(iso_start[-1]), n, 0) if split else (0, 0, r)
+    out = (empty(rs if split else r, np.int32), empty(rs, np.int64), empty(rs), empty(rs), empty(rs), empty(a_s),
+           empty(a_s), empty(rt, np.int64), empty(rt, np.int32), empty(rt), empty((2, rt)), empty((2, rt)),
            empty((3, rt), np.uint8))
     most_rows = int((np.diff(B.pos_start) + np.diff(B.bal_start)).max(initial=1))
     scratch = (np.empty((chunks, n_u), np.int64), np.empty((chunks, n_u), np.int64),
@@ -135,11 +136,12 @@ def _bucket_rows(market: Market, bound: BoundBook, val: Valuation, split: bool, 
                np.empty((chunks, most_rows, FIGURES)), np.empty((chunks, most_rows, 2), np.int64))
     order = empty(n_pos, np.int64)
     inst, tiers = kernel_market(market)
-    liquidation_factors(row_start, n_cross, exposure, order, scratch, out, (B.account_id, B.instrument_id,
-                        M.index_price), bool(split), book, inst, tier_terms(market) + (float(w_lo), float(w_hi)),
-                        tiers, (val.price, val.forward, val.settle_px, val.asset_px), (M.asset_cw, M.asset_bw),
+    liquidation_factors(row_start, n_cross, iso_start, exposure, order, scratch, out,
+                        (B.account_id, B.instrument_id, M.index_price), bool(split), book, inst,
+                        tier_terms(market) + (float(w_lo), float(w_hi)), tiers,
+                        (val.price, val.forward, val.settle_px, val.asset_px), (M.asset_cw, M.asset_bw),
                         tuple(float(x) for x in option_margin), moving, chunks)
-    return row_start, n_cross, separable, out
+    return n_cross, separable, out
 
 
 def liquidation_prices(market: Market, book: Book, *, rate: float = 0.0,
@@ -183,7 +185,7 @@ def liquidation_prices(market: Market, book: Book, *, rate: float = 0.0,
     ['account_id', 'underlying', 'isolated', 'instrument_id']
     """
     bound = book.bind(market)
-    _, _, _, out = _bucket_rows(market, bound, value_instruments(market, rate=rate), False, rate, option_margin)
+    _, _, out = _bucket_rows(market, bound, value_instruments(market, rate=rate), False, rate, option_margin)
     underlying, account_id, instrument_id, index, price, distance, valid = out[0], *out[7:]
     n = len(underlying)
     down_ok, up_ok, isolated = (_bitmap(v) for v in valid)

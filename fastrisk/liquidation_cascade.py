@@ -181,14 +181,10 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     shocked = value_instruments(market, mult0, rate=rate)
     bk = screen_buckets(market, bound, shocked, rate=rate, option_margin=option_margin,
                             window=SCREEN_WINDOW)
-    g_account, fall_total = bk.g_account, bk.fall_total  # the pre-test: fall_total * the largest move
+    g_account, fall_total = bk.g_account, bk.fall_total
     ref_account = np.zeros(n, np.int32)
     hist = np.ones((int(max_rounds), n_u))  # the moves since the shock at which round k + 1 looked
-    # Isolated positions j = 0, 1, ...: their rows' figures gathered once, so the screen reads them in order.
-    iso_rows = np.flatnonzero(bk.position >= 0)
-    iso_pos = bk.position[iso_rows]
-    iso_u, iso_fall_down, iso_fall_up = bk.underlying[iso_rows], bk.down[iso_rows], bk.up[iso_rows]
-    iso_g = bk.excess[iso_rows]
+    iso_pos, iso_g = bk.iso_position, bk.iso_excess  # isolated positions j = 0, 1, ...
     iso_ref = np.zeros(len(iso_pos), np.int32)
     iso_live = np.ones(len(iso_pos), np.uint8)
     moving = kernel_moving(market, rate)
@@ -225,9 +221,9 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
         # Once outside the window, references can be too: from then on every round checks everyone.
         in_window = in_window and bool(np.all((x >= SCREEN_WINDOW[0]) & (x <= SCREEN_WINDOW[1])))
         if in_window:
-            screen_accounts(x, hist, reach, bk.row_start, bk.n_cross, bk.underlying, bk.down, bk.up, fall_total,
-                            g_account, ref_account, account_live, account_always, flag_account)
-            screen_isolated(x, hist, iso_u, iso_fall_down, iso_fall_up, iso_always, iso_g, iso_ref, iso_live,
+            screen_accounts(reach, bk.n_cross, fall_total, g_account, ref_account, account_live, account_always,
+                            flag_account)
+            screen_isolated(x, hist, bk.iso_underlying, bk.iso_down, bk.iso_up, iso_always, iso_g, iso_ref, iso_live,
                             flag_iso)
         else:  # beyond the window the fall rates hold over: every live bucket is checked
             flag_account[:] = account_live

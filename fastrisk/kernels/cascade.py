@@ -1,20 +1,20 @@
 """Liquidation cascade rounds (SPEC §6): screen, exact check, close-out and forced flow.
 
-Index letters: a = accounts, p = positions, r = bucket rows (``kernels.liquidation``), u = underlyings,
-j = candidates of a round, k = rounds.
+Index letters: a = accounts, p = positions, j = isolated positions or candidates of a round, u =
+underlyings, k = rounds.
 
-The screen makes a round cost a pass over small per-row numbers, not a sweep. From the shocked prices,
-``kernels.liquidation`` with ``split=True`` gives every bucket row (a bucket seen from one underlying it moves
-with) its excess ``g = equity - MM`` and bounds on how fast the underlying's part of g can fall per unit of
-its move, down and up (``fall_down``, ``fall_up``; inf where the slope is unbounded). When the equity
-separates by underlying (``g = g0 + sum_u d_u(x_u)``, true unless a position is settled in a coin following
-another underlying than its own), a bucket last known to have excess ``g_k`` at the moves ``x_k`` has, at
-the moves ``x``, ``g >= g_k - sum_u fall_u * |x_u - x_k,u|``: while that sum stays below ``g_k`` the bucket
-is safe without looking at it. The others are candidates, re-valued exactly with the shared account kernel
-at the round's prices; a candidate that survives becomes its own new reference (``g_k``, ``x_k`` = this
-round's), so it is looked at again only once prices move on enough. Buckets that do not separate are checked
-whenever they are alive. The fall rates hold for moves in a window around the shocked prices
-(``liquidation_cascade.SCREEN_WINDOW``); the caller checks everyone once prices leave it.
+The screen makes a round cost a pass over a few numbers per account, not a sweep. From the shocked prices,
+``kernels.liquidation`` with ``split=True`` gives every bucket its excess ``g = equity - MM`` and, per
+underlying it moves with, bounds on how fast that underlying's part of g can fall per unit of its move, down
+and up (inf where the slope is unbounded); a cross bucket keeps their sum over its underlyings, the larger
+of down and up, ``F``. When the equity separates by underlying (``g = g0 + sum_u d_u(x_u)``, true unless a
+position is settled in a coin following another underlying than its own), a bucket last known to have excess
+``g_k`` at the moves ``x_k`` has, at the moves ``x``, ``g >= g_k - F * max_u |x_u - x_k,u|``: while that
+stays positive the bucket is safe without looking at it. The others are candidates, re-valued exactly with
+the shared account kernel at the round's prices; a candidate that survives becomes its own new reference
+(``g_k``, ``x_k`` = this round's), so it is looked at again only once prices move on enough. Buckets that do
+not separate are checked whenever they are alive. The fall rates hold for moves in a window around the
+shocked prices (``liquidation_cascade.SCREEN_WINDOW``); the caller checks everyone once prices leave it.
 """
 
 from __future__ import annotations
@@ -31,38 +31,25 @@ SCREEN_MARGIN = 1e-9
 
 
 @kernel(parallel=True, nrt=False)
-def screen_accounts(x, hist, reach, row_start, n_cross, row_u, fall_down, fall_up, fall_total, g_account,
-                    ref_account, account_live, account_always, flag_account):
-    """Flag the live cross buckets the moves ``x`` [u] (since the shock) may have made liquidatable:
-    ``flag_account[a] = 1``, always for those marked ``account_always`` [a] (their equity does not separate by
-    underlying) whenever they are live. Every flag is written (0 or 1).
+def screen_accounts(reach, n_cross, fall_total, g_account, ref_account, account_live, account_always,
+                    flag_account):
+    """Flag the live cross buckets the moves since the shock may have made liquidatable: ``flag_account[a] =
+    1``, always for those marked ``account_always`` [a] (their equity does not separate by underlying)
+    whenever they are live. Every flag is written (0 or 1).
 
-    A cross bucket last known to have excess ``g_account[a]`` at the moves ``hist[ref_account[a]]`` [k, u] is
-    flagged when the sum over its cross rows (the first ``n_cross[a]`` of ``row_start[a]:``) of
-    ``fall * |x_u - hist_u|`` (``fall_down`` for a move down, ``fall_up`` up) reaches it. Most accounts are
-    cleared without reading their rows: that sum is at most ``fall_total[a] * reach[k]`` (``fall_total`` = the
-    sum over its cross rows of the larger fall rate, ``reach[k] = max_u |x_u - hist[k, u]|``), so an account
-    whose excess exceeds this (with a relative slack far above rounding) cannot be flagged. Accounts run in
-    parallel; each sums its rows in order.
+    A cross bucket last known to have excess ``g_account[a]`` at the moves of round ``ref_account[a]`` has
+    fallen by at most ``fall_total[a] * reach[k]`` since (``fall_total`` = the sum over its cross rows of the
+    larger fall rate, ``reach[k]`` = the largest move of any underlying since round k): it is flagged when
+    that reaches its excess (with a relative slack far above rounding). Accounts run in parallel.
 
     One parallel loop per kernel: with the isolated positions' loop in the same function (``screen_isolated``),
     both ran twice as long."""
-    for a in prange(row_start.shape[0] - 1):
+    for a in prange(n_cross.shape[0]):
         flag_account[a] = 0
         if account_live[a] == 0 or n_cross[a] == 0:
             continue
-        if account_always[a]:
-            flag_account[a] = 1
-            continue
-        g = g_account[a]
-        ref = ref_account[a]
-        if fall_total[a] * reach[ref] * (1.0 + 1e-12) < g * (1.0 - SCREEN_MARGIN):
-            continue  # the pre-test: cannot have fallen to its threshold
-        fall = 0.0
-        for r in range(row_start[a], row_start[a] + n_cross[a]):
-            u = row_u[r]
-            fall += _fall(x[u] - hist[ref, u], fall_down[r], fall_up[r])
-        if fall >= g * (1.0 - SCREEN_MARGIN):
+        if account_always[a] or fall_total[a] * reach[ref_account[a]] * (1.0 + 1e-12) >= \
+                g_account[a] * (1.0 - SCREEN_MARGIN):
             flag_account[a] = 1
 
 

@@ -577,9 +577,9 @@ def row_factors(a, p, u, equity, mm, fixed, has_mm, bounds, how, lo, hi, sep, sp
 
 @inline
 def _write_row(r, a, u, p, factors, split, out, ids):
-    """Row ``r`` of the kernel's outputs ``out`` (``liquidation_factors``): bucket (account ``a``, underlying
-    ``u``, position ``p``) and its ``row_factors``. ``ids = (account_id [a], instrument_id [p], index_price
-    [u])``, for the table."""
+    """Row ``r`` of the kernel's outputs ``out`` (``liquidation_factors``; with ``split``, isolated position r):
+    bucket (account ``a``, underlying ``u``, position ``p``) and its ``row_factors``. ``ids = (account_id [a],
+    instrument_id [p], index_price [u])``, for the table."""
     underlying, position, down_f, up_f, excess, _, _, account_id, instrument_id, index, price, distance, valid = out
     down, up, g1 = factors
     underlying[r] = u
@@ -632,54 +632,54 @@ def _add_row(row, equity, mm, bounds):
 # ------------------------------------------------------------------------------------- the kernel
 
 @kernel(parallel=True, nrt=False)
-def liquidation_factors(row_start, n_cross, exposure, order, scratch, out, ids, split, book, inst, terms, tiers,
-                        val, weights, option_margin, moving, n_chunks):
+def liquidation_factors(row_start, n_cross, iso_start, exposure, order, scratch, out, ids, split, book, inst, terms,
+                        tiers, val, weights, option_margin, moving, n_chunks):
     """Every bucket's ``(m_down, m_up)`` (SPEC §4); account ``a``'s rows are ``row_start[a]:row_start[a+1]``:
     its ``n_cross`` [a] cross rows, one per underlying in its ``exposure`` bit set, by code (``count_rows``), then
     its isolated positions in position order.
 
-    Writes ``out = (underlying, position, down, up, excess, fall_total, g_account, account_id, instrument_id,
-    index, price, distance, valid)`` and ``order`` [p] (each account's cross positions with a quantity grouped by
-    underlying code, ``account_factors``). Every row gets ``underlying`` [r] (its code); then, with ``split``
-    (the cascade's screen), ``position`` [r] (-1 for a cross row), ``down``/``up`` [r] (the fall rates of
-    ``row_factors``) and ``excess`` [r], and per account ``fall_total`` [a] (the sum over its cross rows of the
-    larger fall rate) and ``g_account`` [a] (its cross bucket's excess, inf without cross rows); else the SPEC
-    §4 columns: ``account_id`` [r],
-    ``instrument_id`` [r] (-1 for a cross row) and ``index`` [r] from ``ids = (account_id [a], instrument_id
-    [p], index_price [u])``, ``price`` and ``distance`` [2, r] (down, up: price = index * factor, distance =
-    1 - factor down, factor - 1 up; factor 1.0 = liquidatable now, NaN = none in range) and ``valid`` uint8
-    [3, r] (down found, up found, isolated row: the validity of the nullable columns). The other mode's arrays
-    may be empty. ``scratch = (count, shape, acc, rows, iso_acc, iso_of)``, one row per chunk of accounts, of
-    any content (K = the most positions and balances of an account): int64 [chunk, u], int64 [chunk, u],
-    float64 [chunk, u, FIGURES] (the sums per underlying), float64 [chunk, 3, 2, K] (``search``'s), float64
-    [chunk, K, FIGURES] and int64 [chunk, K, 2] (the isolated positions' sums, their position and shape). ``val = (price, forward, settle_px,
-    asset_px)`` is the valuation moved from (today's, or a shocked one); ``weights = (collateral_weight,
-    borrow_weight)`` per asset; ``terms = (mm_convex, mmf_max, amount_min, amount_max, w_lo, w_hi)``: per instrument
-    [i] whether its mmf never falls from bracket to bracket, and the range of its mmf and maintenance amounts; then
-    the window of factors the slope bounds must hold over (``slope_bounds``); ``moving`` as in
-    ``margin.moved_instrument``. Outputs are allocated by the caller.
+    Writes ``out = (underlying, position, down, up, excess, fall_total, g_account, account_id, instrument_id, index,
+    price, distance, valid)`` and ``order`` [p] (each account's cross positions with a quantity grouped by
+    underlying code, ``account_factors``). With ``split`` (the cascade's screen): per account ``fall_total`` [a]
+    (the sum over its cross rows of the larger fall rate of ``row_factors``) and ``g_account`` [a] (its cross
+    bucket's excess, inf without cross rows), and per isolated position j (account ``a``'s are ``iso_start[a]:``, in
+    position order) its ``underlying`` [j], ``position`` [j], fall rates ``down``/``up`` [j] and ``excess`` [j].
+    Else the SPEC §4 columns, every row its ``underlying`` [r] (code) and ``account_id`` [r], ``instrument_id`` [r]
+    (-1 for a cross row) and ``index`` [r] from ``ids = (account_id [a], instrument_id [p], index_price [u])``,
+    ``price`` and ``distance`` [2, r] (down, up: price = index * factor, distance = 1 - factor down, factor - 1 up;
+    factor 1.0 = liquidatable now, NaN = none in range) and ``valid`` uint8 [3, r] (down found, up found, isolated
+    row: the validity of the nullable columns). The other mode's arrays may be empty. ``scratch = (count, shape,
+    acc, rows, iso_acc, iso_of)``, one row per chunk of accounts, of any content (K = the most positions and
+    balances of an account): int64 [chunk, u], int64 [chunk, u], float64 [chunk, u, FIGURES] (the sums per
+    underlying), float64 [chunk, 3, 2, K] (``search``'s), float64 [chunk, K, FIGURES] and int64 [chunk, K, 2] (the
+    isolated positions' sums, their position and shape). ``val = (price, forward, settle_px, asset_px)`` is the
+    valuation moved from (today's, or a shocked one); ``weights = (collateral_weight, borrow_weight)`` per asset;
+    ``terms = (mm_convex, mmf_max, amount_min, amount_max, w_lo, w_hi)``: per instrument [i] whether its mmf never
+    falls from bracket to bracket, and the range of its mmf and maintenance amounts; then the window of factors the
+    slope bounds must hold over (``slope_bounds``); ``moving`` as in ``margin.moved_instrument``. Outputs are
+    allocated by the caller.
 
     Accounts run in chunks, each with its own scratch; the body is one compiled call per chunk (the parallel
     pass analyses a small body; a call per account would pass its many arrays once per account, and without
     reference counting, which would cost an atomic increment and decrement per array and call)."""
     for c in prange(n_chunks):
-        chunk_factors(np.int64(c), n_chunks, row_start, n_cross, exposure, order, scratch, out, ids, split, book,
-                      inst, terms, tiers, val, weights, option_margin, moving)
+        chunk_factors(np.int64(c), n_chunks, row_start, n_cross, iso_start, exposure, order, scratch, out, ids, split,
+                      book, inst, terms, tiers, val, weights, option_margin, moving)
 
 
 @kernel(nrt=False)
-def chunk_factors(c, n_chunks, row_start, n_cross, exposure, order, scratch, out, ids, split, book, inst, terms,
-                  tiers, val, weights, option_margin, moving):
+def chunk_factors(c, n_chunks, row_start, n_cross, iso_start, exposure, order, scratch, out, ids, split, book, inst,
+                  terms, tiers, val, weights, option_margin, moving):
     """The accounts of chunk ``c`` of ``n_chunks`` (see ``liquidation_factors``)."""
     n = row_start.shape[0] - 1
     for a in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-        account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, ids, split, book, inst, terms, tiers,
-                        val, weights, option_margin, moving)
+        account_factors(a, c, row_start, n_cross, iso_start, exposure, order, scratch, out, ids, split, book, inst,
+                        terms, tiers, val, weights, option_margin, moving)
 
 
 @inline
-def account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, ids, split, book, inst, terms, tiers,
-                    val, weights, option_margin, moving):
+def account_factors(a, c, row_start, n_cross, iso_start, exposure, order, scratch, out, ids, split, book, inst,
+                    terms, tiers, val, weights, option_margin, moving):
     """The rows of account ``a`` of chunk ``c`` (see ``liquidation_factors``), from one pass over its positions
     and balances.
 
@@ -798,11 +798,14 @@ def account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, ids
                   sums_u[SEG_UP])
         factors = row_factors(a, p, u, sums_u[EQUITY], sums_u[MM], fixed, has_mm, bounds, how, first, hi, sep, split,
                               order, book, inst, tiers, val, weights, option_margin, moving, rows)
-        _write_row(row_start[a] + k, a, u, p, factors, split, out, ids)
         if k < n_cross[a]:
             fall_total += max(factors[0], factors[1])
             g_bucket = factors[2]
             first = hi
+        if not split:
+            _write_row(row_start[a] + k, a, u, p, factors, split, out, ids)
+        elif p >= 0:
+            _write_row(iso_start[a] + k - n_cross[a], a, u, p, factors, split, out, ids)
     if split:
         out[5][a] = fall_total
         out[6][a] = g_bucket
