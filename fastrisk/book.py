@@ -113,7 +113,7 @@ class Book:
 
         pos_row = np.empty(0, np.int64)  # empty = rows are in input order
         if not_increasing:
-            pos_row = np.argsort(acc, kind="stable")
+            pos_row = checks.stable_order(acc)
             acc, inst, isolated = acc[pos_row], inst[pos_row], isolated[pos_row]
             checks.sort_within_accounts(pos_row, acc, inst, isolated)
             qty, entry, iso_margin = (x[pos_row] for x in (qty, entry, iso_margin))
@@ -137,7 +137,7 @@ class Book:
         bal_accounts, bal_offsets = empty(len(bacc), np.int64), empty(len(bacc) + 1, np.int64)
         n_bal_runs, decreasing = checks.account_runs(bacc, bal_accounts, bal_offsets)
         if decreasing:
-            bal_row = np.argsort(bacc, kind="stable")
+            bal_row = checks.stable_order(bacc)
             bacc, amount, bal_asset = bacc[bal_row], amount[bal_row], bal_asset[bal_row]
             n_bal_runs, _ = checks.account_runs(bacc, bal_accounts, bal_offsets)
         bal_accounts, bal_offsets = bal_accounts[:n_bal_runs], bal_offsets[:n_bal_runs + 1]

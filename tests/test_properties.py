@@ -152,3 +152,12 @@ def test_account_segments_across_row_chunks(shuffled):
     assert np.array_equal(arrays.account_id, accounts)
     assert np.array_equal(arrays.pos_start, np.append(np.searchsorted(pos_acc, accounts), len(pos_acc)))
     assert np.array_equal(arrays.bal_start, np.append(np.searchsorted(bal_acc, accounts), len(bal_acc)))
+
+
+@SETTINGS
+@given(st.lists(st.one_of(st.integers(-2**63, 2**63 - 1), st.integers(-3, 3)), max_size=300))
+def test_stable_order_is_numpys_stable_argsort(keys):
+    from fastrisk.kernels.checks import stable_order
+
+    keys = np.array(keys, np.int64)
+    assert np.array_equal(stable_order(keys), np.argsort(keys, kind="stable"))
