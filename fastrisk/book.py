@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from . import codes as C
 from .errors import InputError
 from .tables import (BALANCES, POSITIONS, ReadOnlyArrays, conform, empty, examples, find_table_file,
-                     numeric_values, read)
+                     numeric_values, read, readonly)
 
 
 @dataclass(frozen=True)
@@ -114,9 +114,9 @@ class Book:
         pos_row = np.empty(0, np.int64)  # empty = rows are in input order
         if not_increasing:
             pos_row = checks.stable_order(acc)
-            acc, inst, isolated = acc[pos_row], inst[pos_row], isolated[pos_row]
+            acc, inst, isolated = (_take(x, pos_row) for x in (acc, inst, isolated))
             checks.sort_within_accounts(pos_row, acc, inst, isolated)
-            qty, entry, iso_margin = (x[pos_row] for x in (qty, entry, iso_margin))
+            qty, entry, iso_margin = (_take(x, pos_row) for x in (qty, entry, iso_margin))
             not_increasing = checks.key_not_increasing(acc, inst, isolated, k)  # sorted: only duplicates left
             chunk_starts = checks.run_start_rows(acc, *starts, k)
         n_dup = 0
@@ -138,7 +138,7 @@ class Book:
         n_bal_runs, decreasing = checks.account_runs(bacc, bal_accounts, bal_offsets)
         if decreasing:
             bal_row = checks.stable_order(bacc)
-            bacc, amount, bal_asset = bacc[bal_row], amount[bal_row], bal_asset[bal_row]
+            bacc, amount, bal_asset = (_take(x, bal_row) for x in (bacc, amount, bal_asset))
             n_bal_runs, _ = checks.account_runs(bacc, bal_accounts, bal_offsets)
         bal_accounts, bal_offsets = bal_accounts[:n_bal_runs], bal_offsets[:n_bal_runs + 1]
 
@@ -221,6 +221,16 @@ class Book:
     def __repr__(self) -> str:
         return (f"Book({self.n_accounts} accounts, {self.positions.num_rows} positions, "
                 f"{self.balances.num_rows} balances)")
+
+
+def _take(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """``values[order]``, by ``checks.take``."""
+    from .kernels.checks import take
+    from .kernels._jit import n_chunks
+
+    out = empty(len(order), values.dtype)
+    take(readonly(values), order, out, n_chunks(len(order)))  # read-only: one compilation per dtype
+    return out
 
 
 def _input_rows(order: np.ndarray, rows) -> np.ndarray:

@@ -164,6 +164,17 @@ def duplicate_key_rows(account, instrument, isolated, limit):
     return cnt, rows[:min(cnt, limit)]
 
 
+@chunked
+def take(values, order, out, k):
+    """``out[r] = values[order[r]]``: a column put in the row order ``order``. Three times faster than
+    NumPy's fancy indexing, which checks and wraps every index (0.5 s against 1.6 s for six columns of
+    10M shuffled positions, single-thread)."""
+    n = order.shape[0]
+    for c in prange(k):
+        for r in range(index(c * n // k), index((c + 1) * n // k)):
+            out[r] = values[index(order[r])]
+
+
 @kernel
 def stable_order(keys):
     """The row order sorting int64 ``keys`` stably, as ``np.argsort(keys, kind="stable")``: an LSD radix sort
