@@ -27,9 +27,11 @@ maintenance-amount rule; and smooth between *breakpoints*, where a future's noti
   underlying settled in such a coin, collateral). Equity is then linear in m and MM piecewise linear.
   - *concave* (every schedule involved has non-decreasing mmf, as exchanges publish them): MM is convex
     (for an inverse future in its own coin, ``S*m*f(N/m)`` is the perspective of the convex ``f``), so ``g``
-    is concave: the range end decides whether a crossing exists, and if so it is unique. One evaluation at
-    the end, then refinement of [1, end].
-  - otherwise: the walk visits the breakpoints; the first one where ``g <= 0`` brackets the root.
+    is concave: a crossing is unique, and the range end (or a tangent reaching 0, as g lies below it) tells
+    whether there is one.
+  - otherwise: g may cross more than once; the first crossing is the one reported.
+  Either way g is linear between breakpoints: from 1, and from each breakpoint the walk reaches, the
+  segment's exact slope gives its root (Binance's closed form) when it lies in the segment (``tangent``).
 * **other buckets** (options on ``u``, inverse futures in a stable settle asset, linear futures settled in
   the coin itself): the walk visits the breakpoints and a geometric grid of ``GRID_PER_DECADE`` points per
   decade; the first bracketing cell is refined. Two crossings closer together than one grid step (3.7 %)
@@ -69,7 +71,6 @@ M_MIN, M_MAX = 1e-4, 1e4
 GRID_PER_DECADE = 64
 _GRID_STEP = math.log(10.0) / GRID_PER_DECADE
 REL_TOL = 1e-13
-_MAX_REFINE = 200
 
 # How g(m) behaves between breakpoints (see the module docstring), in increasing order of search effort.
 CONCAVE, LINEAR_WALK, GRID_WALK, CELL_WALK = 0, 1, 2, 3
@@ -491,7 +492,8 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
     *Safe skip*: g falls by at most L per unit of m moved outward (L = ``s_hi`` down, ``-s_lo`` up), so from
     a point ``near`` there is no crossing before ``near +- g(near) / L``: L = 0 means none at all
     (no evaluation), a skip beyond the range end means none, and the walk jumps there when that is farther
-    than its next point. A concave bucket is then evaluated at the range end: no crossing there, none at all.
+    than its next point. A concave bucket whose first tangent does not reach 0 in range is then evaluated at
+    the range end: no crossing there, none at all.
     Then walk outward from breakpoint to breakpoint (and, off linear buckets, grid point to grid point) until
     ``g <= 0``, so that a linear bucket's bracket is one linear segment; then narrow the bracket [near,
     far] to ``REL_TOL`` relative by Illinois regula falsi, each step kept at least one tolerance inside the
@@ -505,7 +507,7 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
     from below over the whole step (``moving_figures``' ``low``), so a positive bound means no crossing
     inside. An uncertified step, or one that ends at ``g <= 0`` (a crossing nearer than its end is possible),
     is retried with half the cells; one cell is walked as before. ``rows`` [3, 2, K]: each row's equity and MM
-    at m = 1 in ``rows[0]`` (``row_factors``), the walk's last two points in ``rows[1:]``.
+    at m = 1 in ``rows[0]`` (the walk's first evaluation), its last two points in ``rows[1:]``.
     """
     end = M_MIN if down else M_MAX
     sgn = -1.0 if down else 1.0
