@@ -204,7 +204,7 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     left = np.zeros(n)            # cross equity left after a liquidation (USD)
     iso_count = np.zeros(n, np.int32)
     iso_dead = []                 # (positions, equity, fee, left) per round, for the accounts table
-    account_of_position = np.repeat(np.arange(n), np.diff(B.pos_start))
+    pos_start = B.pos_start
 
     mult = mult0.copy()
     fund = insurance_fund
@@ -232,7 +232,7 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
         iso_cand_k = np.flatnonzero(flag_iso)
         iso_cand = iso_pos[iso_cand_k]
         out = np.empty((3, len(cand)))
-        check_accounts(cand, out, kbook, inst, tiers, vt, weights, option_margin, n_chunks(len(cand), 1 << 14))
+        check_accounts(cand, out, kbook, inst, tiers, vt, weights, option_margin, n_chunks(len(cand), 1 << 11))
         out_iso = np.empty((3, len(iso_cand)))
         check_isolated(iso_cand, out_iso, kbook, inst, tiers, vt, option_margin)
         liq = (out[1] > 0) & (out[0] <= out[1])
@@ -257,7 +257,7 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
         fee_paid[dead] += fee
         bad_debt[dead] += np.maximum(-eq, 0.0)
         left[dead] = np.maximum(eq - fee, 0.0)
-        owners = account_of_position[dead_pos]
+        owners = _owners(pos_start, dead_pos)
         np.add.at(fee_paid, owners, fee_i)
         np.add.at(bad_debt, owners, np.maximum(-eq_i, 0.0))
         np.add.at(iso_count, owners, 1)
@@ -287,7 +287,7 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
         out_iso = np.empty((3, len(dead_pos)))
         check_isolated(dead_pos, out_iso, kbook, inst, tiers,
                        (final.price, final.forward, final.settle_px, final.asset_px), option_margin)
-        np.add.at(iso_after, account_of_position[dead_pos], rest - out_iso[0])
+        np.add.at(iso_after, _owners(pos_start, dead_pos), rest - out_iso[0])
     equity_after = cross_after + iso_after
     return CascadeResult(_rounds_table(market, rounds), _accounts_table(
         B.account_id, round_of, equity_before, eq_at, fee_paid, bad_debt, iso_count, equity_after),
@@ -375,3 +375,8 @@ def _usd(x: float) -> str:
     if a >= 1e3:
         return f"${x / 1e3:,.1f}k"
     return f"${x:,.0f}"
+
+
+def _owners(pos_start: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The account index of each position (accounts' positions are ``pos_start[a]:pos_start[a+1]``)."""
+    return np.searchsorted(pos_start, positions, side="right") - 1

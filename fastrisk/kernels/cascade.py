@@ -84,7 +84,7 @@ def _fall(dx, fall_down, fall_up):
 def check_accounts(candidates, out, book, inst, tiers, val, weights, option_margin, n_chunks):
     """Cross bucket of each candidate account at the round's prices: ``out`` [3, j] = equity, MM and gross
     notional (USD), with the code of ``account_risk``. Chunked: a round's few candidates run serially (waking
-    the thread pool costs more, and a busy core delays the whole parallel pass)."""
+    the thread pool costs more than a few thousand accounts), a round with many in parallel."""
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
         bal_amount = book
     price, forward, settle_px, asset_px = val
