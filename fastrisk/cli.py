@@ -153,9 +153,10 @@ def _run(args) -> int:
 
     shock = parse_shock(args.shock)  # a typo fails before the venue is read
     steps = Steps(args.quiet)
-    with compiling_ahead():
+    with compiling_ahead() as compiled:
         market, book = _load(args.dir, steps)
-        return _job(market, book, args.out, _options(args, shock), steps, args, source=str(args.dir))
+        return _job(market, book, args.out, _options(args, shock), steps, args, source=str(args.dir),
+                    compiled=compiled)
 
 
 def _demo(args) -> int:
@@ -166,18 +167,18 @@ def _demo(args) -> int:
 
     shock = parse_shock(args.shock or [DEMO_SHOCK])  # the showcase includes a cascade
     steps = Steps(args.quiet)
-    with compiling_ahead():
+    with compiling_ahead() as compiled:
         with steps.step("generate", f"generating a venue of {args.accounts:,} accounts"):
             market, book = generate.exchange(args.accounts, seed=args.seed)
         return _job(market, book, args.out, _options(args, shock), steps, args,
-                    source=f"generate.exchange({args.accounts}, seed={args.seed})")
+                    source=f"generate.exchange({args.accounts}, seed={args.seed})", compiled=compiled)
 
 
-def _job(market, book, out: Path, options, steps, args, source: str) -> int:
+def _job(market, book, out: Path, options, steps, args, source: str, compiled=None) -> int:
     from .run import dumps, run
     from .summary import format_summary
 
-    result = run(market, book, out, options, progress=steps, source=source)
+    result = run(market, book, out, options, progress=steps, source=source, compiled=compiled)
     if args.json:
         print(dumps(result.summary))
         return EXIT_OK

@@ -227,7 +227,7 @@ def check_shock(market, shock: dict[str, float]) -> None:
 
 
 def run(market, book, out, options: Options = Options(), *, steps=None, engine=None,
-        progress: Steps | None = None, source: str = "") -> RunResult:
+        progress: Steps | None = None, source: str = "", compiled=None) -> RunResult:
     """Run the end-of-day job on a validated venue and write its outputs into ``out`` (see the module doc).
 
     Parameters
@@ -242,6 +242,9 @@ def run(market, book, out, options: Options = Options(), *, steps=None, engine=N
         Provides the functions by name; default the ``fastrisk`` package.
     progress : Steps, optional
         Progress lines and timings (silent by default).
+    compiled : callable, optional
+        Called once before the first of the steps computed last (``COMPUTED_LAST``): returns when their
+        kernels are compiled (``warmup.compiling_ahead``).
 
     Raises
     ------
@@ -261,6 +264,10 @@ def run(market, book, out, options: Options = Options(), *, steps=None, engine=N
             if not step.when(ctx):
                 states[step.name] = "not requested"
                 continue
+            if compiled is not None and step.name in COMPUTED_LAST:
+                with progress.step("compile", "finishing the first run's compilation in the background"):
+                    compiled()
+                compiled = None
             units, unit = step.work(ctx)
             with progress.step(step.name, step.title, units, unit):
                 tables = step.compute(ctx)

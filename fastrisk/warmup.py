@@ -1,7 +1,7 @@
 """Compile the end-of-day job's later kernels in a second process while the first one works.
 
 Kernels compile on their first call and are cached on disk (``cache=True``), so only the first run on a
-machine pays: about 45 s on 2 cores for the whole job, one kernel after another on one core, while the
+machine pays: about a minute on 2 cores for the whole job, one kernel after another on one core, while the
 job's first steps (generating or reading the venue, account risk) leave the other core mostly idle. When
 the cache is cold, :func:`compiling_ahead` starts ``python -m fastrisk.warmup``, which runs the steps the job
 computes last (``run.COMPUTED_LAST``: liquidation prices, cascade, contagion, the longest to compile) on a
@@ -40,13 +40,22 @@ def cold() -> bool:
 @contextmanager
 def compiling_ahead():
     """Within the block, a background process compiles the later steps' kernels, if the cache is cold;
-    stopped on exit if it is still running (its cache files are complete or absent, never partial)."""
+    stopped on exit if it is still running (its cache files are complete or absent, never partial).
+
+    Yields ``ready()``: returns once that process is done (at once if there is none). The job calls it before
+    its first later step, so that it loads those kernels from the cache rather than compiling them a second
+    time on the other core while the warm-up finishes."""
     proc = None
     if cold():
         proc = subprocess.Popen([sys.executable, "-m", "fastrisk.warmup"], stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def ready() -> None:
+        if proc is not None:
+            proc.wait()
+
     try:
-        yield proc
+        yield ready
     finally:
         if proc is not None and proc.poll() is None:
             proc.terminate()
