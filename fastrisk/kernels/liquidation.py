@@ -27,12 +27,11 @@ maintenance-amount rule; and smooth between *breakpoints*, where a future's noti
   underlying settled in such a coin, collateral). Equity is then linear in m and MM piecewise linear.
   - *concave* (every schedule involved has non-decreasing mmf, as exchanges publish them): MM is convex
     (for an inverse future in its own coin, ``S*m*f(N/m)`` is the perspective of the convex ``f``), so ``g``
-    is concave: a crossing is unique, and the range end tells whether there is one (one evaluation).
-  - otherwise: g may cross more than once; the walk visits the breakpoints, and the first one where
-    ``g <= 0`` brackets the first crossing.
-  Either way g is linear between breakpoints: the first segment's exact slope, from the pass at m = 1,
-  gives its root (Binance's closed form) when it lies in that segment; a bracket that is one segment is
-  solved exactly by the first regula falsi step.
+    is concave: a crossing is unique, and the range end (or a tangent reaching 0, as g lies below it) tells
+    whether there is one.
+  - otherwise: g may cross more than once; the first crossing is the one reported.
+  Either way g is linear between breakpoints: from 1, and from each breakpoint the walk reaches, the
+  segment's exact slope gives its root (Binance's closed form) when it lies in the segment (``tangent``).
 * **other buckets** (options on ``u``, inverse futures in a stable settle asset, linear futures settled in
   the coin itself): the walk visits the breakpoints and a geometric grid of ``GRID_PER_DECADE`` points per
   decade; the first bracketing cell is refined. Two crossings closer together than one grid step (3.7 %)
@@ -410,8 +409,8 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
     *Safe skip*: g falls by at most L per unit of m moved outward (L = ``s_hi`` down, ``-s_lo`` up), so from
     a point ``near`` there is no crossing before ``near +- g(near) / L``: L = 0 means none at all
     (no evaluation), a skip beyond the range end means none, and the walk jumps there when that is farther
-    than its next point. A concave bucket is then evaluated at the range end: no crossing there, none at
-    all.
+    than its next point. A concave bucket whose first tangent does not reach 0 in range is then evaluated at
+    the range end: no crossing there, none at all.
     Then walk outward from breakpoint to breakpoint (and, off linear buckets, grid point to grid point) until
     ``g <= 0``, so that a linear bucket's bracket is one linear segment; then narrow the bracket [near,
     far] to ``REL_TOL`` relative by Illinois regula falsi, each step kept at least one tolerance inside the
