@@ -176,7 +176,7 @@ def position_shape(i, u, kind, settle_underlying, mm_convex):
 
 @inline
 def moving_figures(a, p, u, m, lo, hi, sep, order, book, inst, tiers, val, weights, option_margin, moving, rows, prev,
-                   cur):
+                   cur, slopes, down):
     """``(equity, MM, low)`` in USD, at ``m``, of the rows of a bucket that move with ``u``: isolated position
     ``p`` when ``p >= 0``; else account ``a``'s cross positions on ``u`` (``order[lo:hi]``), its other cross
     positions settled in a coin following ``u`` (only when not ``sep``arable) and its balances in assets
@@ -185,7 +185,10 @@ def moving_figures(a, p, u, m, lo, hi, sep, order, book, inst, tiers, val, weigh
     With ``cur >= 0``, each row's equity and MM are also kept in ``rows[cur, :, j]`` (j = the row's rank), and
     ``low`` is the sum over rows of the smaller equity minus the larger MM at ``m`` and at the point kept in
     ``rows[prev]``: a lower bound of ``equity - MM`` over the factors between the two points when every row's
-    equity and MM are monotone there (``GRID_WALK``); else ``low`` is 0."""
+    equity and MM are monotone there (``GRID_WALK``); else ``low`` is 0.
+
+    With ``slopes`` (a linear bucket), also g's exact slope in m just beyond ``m`` (below it if ``down``) and
+    the nearest factor there where it changes (``outward_slope``): ``(equity, MM, low, slope, segment end)``."""
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
         bal_amount = book
     kind, option_type, strike = inst[0], inst[4], inst[5]
@@ -194,6 +197,8 @@ def moving_figures(a, p, u, m, lo, hi, sep, order, book, inst, tiers, val, weigh
     equity = 0.0
     mm_sum = 0.0
     low = 0.0
+    slope = 0.0
+    seg = 0.0 if down else np.inf
     j = 0
     if p >= 0:
         n_own, n_other = 1, 0
@@ -209,6 +214,8 @@ def moving_figures(a, p, u, m, lo, hi, sep, order, book, inst, tiers, val, weigh
                 continue
             e = balance_usd(asset_px[kb] * m, bal_amount[b], weights[0][kb], weights[1][kb])
             mm_k = 0.0
+            if slopes:
+                slope += balance_usd(asset_px[kb], bal_amount[b], weights[0][kb], weights[1][kb])  # linear in m
         else:
             if p >= 0:
                 q = index(p)
@@ -229,6 +236,13 @@ def moving_figures(a, p, u, m, lo, hi, sep, order, book, inst, tiers, val, weigh
             else:
                 e = value * px  # futures: upnl; options: q*c*V (margin.position_usd)
             mm_k = mm * px
+            if slopes:
+                if inst_underlying[i] != u:
+                    slope += coin_bounds(value, mm, settle_px[i])[0]
+                else:
+                    slope_k, seg_k = outward_slope(q, i, m, notional, tier, down, book, inst, tiers, val)
+                    slope += slope_k
+                    seg = max(seg, seg_k) if down else min(seg, seg_k)
         equity += e
         mm_sum += mm_k
         if cur >= 0:
@@ -236,7 +250,7 @@ def moving_figures(a, p, u, m, lo, hi, sep, order, book, inst, tiers, val, weigh
             rows[cur, 1, j] = mm_k
             low += min(e, rows[prev, 0, j]) - max(mm_k, rows[prev, 1, j])
             j += 1
-    return equity, mm_sum, low
+    return equity, mm_sum, low, slope, seg
 
 
 @inline
@@ -290,25 +304,23 @@ def slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms, tiers, v
     t_grow = t + 1 if t < inst[3][i] and notional >= cap[t] else t
     below = cap[t - 1] if t > first else 0.0
     if k == LINEAR and not coin:
-        base = qq * size[i] * price[i] * sx
+        base = future_base(q, i, book, inst, val)
         if whole:
             f_lo, f_hi = 0.0, terms[1][i]
         else:
             f_lo, f_hi = reachable(mmf, cap, first, inst[3][i], notional * w_lo, notional * w_hi)
         # The notional N*m meets the cap below going down, the grown bracket's cap going up.
-        return (base - f_hi * abs(base), base - f_lo * abs(base), base - mmf[t] * abs(base),
-                base - mmf[t_grow] * abs(base), below / notional, cap[t_grow] / notional)
+        return (base - f_hi * abs(base), base - f_lo * abs(base), bracket_slope(k, base, t, sx, tiers),
+                bracket_slope(k, base, t_grow, sx, tiers), below / notional, cap[t_grow] / notional)
     if k == INVERSE and coin:
         # The coin notional N/m shrinks as m grows.
-        base = qq * size[i] * sx / entry_price[q]
-        if isolated[q]:
-            base += isolated_margin[q] * sx
+        base = future_base(q, i, book, inst, val)
         if whole:
             a_lo, a_hi = terms[2][i], terms[3][i]
         else:
             a_lo, a_hi = reachable(amount, cap, first, inst[3][i], notional / w_hi, notional / w_lo)
-        return (base + a_lo * sx, base + a_hi * sx, base + amount[t_grow] * sx, base + amount[t] * sx,
-                notional / cap[t_grow], notional / below)
+        return (base + a_lo * sx, base + a_hi * sx, bracket_slope(k, base, t_grow, sx, tiers),
+                bracket_slope(k, base, t, sx, tiers), notional / cap[t_grow], notional / below)
     if k == OPTION and not coin:
         disc = 1.0
         if rate < 0.0 and years[i] > 0.0:
@@ -324,6 +336,58 @@ def slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms, tiers, v
             hi_k -= short_mm
         return lo_k, hi_k, np.nan, np.nan, 0.0, np.inf
     return -np.inf, np.inf, np.nan, np.nan, 0.0, np.inf
+
+
+@inline
+def future_base(q, i, book, inst, val):
+    """The part of a linear-in-m future's slope (USD per unit of m) that no bracket changes: ``q*c*P*S`` for
+    a linear future in a stable coin (its upnl), ``q*c*S/E`` for an inverse one in its own coin (plus the
+    isolated margin times S for an isolated one). See ``slope_bounds``."""
+    _, _, quantity, entry_price, isolated, isolated_margin, _, _, _ = book
+    size = inst[1]
+    price, settle_px = val[0], val[2]
+    if inst[0][i] == LINEAR:
+        return quantity[q] * size[i] * price[i] * settle_px[i]
+    base = quantity[q] * size[i] * settle_px[i] / entry_price[q]
+    if isolated[q]:
+        base += isolated_margin[q] * settle_px[i]
+    return base
+
+
+@inline
+def bracket_slope(kind, base, t, sx, tiers):
+    """The slope in m of such a future's part of g in bracket ``t`` (``future_base``'s ``base``): a linear
+    future's MM grows with its notional at mmf_t, ``base - mmf_t*|base|``; an inverse one's USD MM is
+    ``mmf_t*|q|*c*S/P - amount_t*S*m``, ``base + amount_t*S``."""
+    if kind == LINEAR:
+        return base - tiers[2][t] * abs(base)
+    return base + tiers[3][t] * sx
+
+
+@inline
+def outward_slope(q, i, m, notional, tier, down, book, inst, tiers, val):
+    """``(slope, segment end)`` of a linear-in-m future's part of g (a linear one in a stable coin, an inverse
+    one in its own coin) just beyond ``m`` (below it if ``down``), where its notional (settle units) is
+    ``notional`` in bracket ``tier`` (1-based): the slope in the bracket its notional enters there, and the
+    factor where it leaves it (its cap or the one below; 0 or inf: none). A notional within rounding of a cap
+    counts in the bracket the walk goes on into."""
+    kind, first, last = inst[0][i], inst[2][i], inst[3][i]
+    cap = tiers[0]
+    grows = (kind == LINEAR) != down  # a linear notional grows with m, an inverse (coin) one shrinks
+    t = first + tier - 1
+    if grows and t < last and notional >= cap[t] * (1.0 - 1e-12):
+        t += 1
+    elif not grows and t > first and notional <= cap[t - 1] * (1.0 + 1e-12):
+        t -= 1
+    slope = bracket_slope(kind, future_base(q, i, book, inst, val), t, val[2][i], tiers)
+    if grows:
+        edge = cap[t] if t < last else np.inf
+    else:
+        edge = cap[t - 1] if t > first else 0.0
+    # The notional scales with m (linear) or 1/m (inverse): the factor where it meets the edge.
+    if kind == LINEAR:
+        return slope, m * (edge / notional)
+    return slope, m * (notional / edge)
 
 
 @inline
@@ -393,6 +457,24 @@ def next_point(m, down, cells, p, lo, hi, order, u, book, inst, tiers, val, movi
 
 
 @inline
+def tangent(near, g_near, rate, seg, end, down):
+    """Where g, linear from ``near`` (excess ``g_near`` > 0, falling by ``rate`` per unit of m moved outward,
+    below ``near`` if ``down``) up to the segment end ``seg``, reaches 0: ``(factor, True)``, a quarter
+    tolerance outward (exact up to the rounding of g and the slope, which an evaluation there would share), or
+    NaN when it does not before the range ``end`` and no breakpoint comes first; else ``(root, False)``, a
+    breakpoint comes first (root: where the line reaches 0, the range end if it does not)."""
+    sgn = -1.0 if down else 1.0
+    root = near + sgn * (g_near / rate) if rate > 0.0 else end
+    if root < end if down else root > end:
+        root = end
+    if root >= seg if down else root <= seg:
+        if root == end:
+            return np.nan, True  # linear to the range end without reaching 0
+        return root + sgn * (0.25 * REL_TOL * root), True
+    return root, False
+
+
+@inline
 def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed, lo, hi, sep, order, book, inst,
            tiers, val, weights, option_margin, moving, rows):
     """One bucket's nearest factor below (``down``) or above 1 where ``g <= 0``, NaN when there is none in
@@ -401,10 +483,11 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
     ``seg_up`` (``slope_bounds``).
 
     *Tangent*, linear buckets: g is linear from 1 to the nearest breakpoint (or the range end), so if g falls
-    there its root is ``1 + g1 / rate`` (Binance's closed form), returned without an evaluation, a quarter
-    tolerance outward; if that lies beyond the range end with no breakpoint before it, or g does not fall and
-    there is no breakpoint, there is no crossing at all. When a breakpoint comes first, the walk below
-    decides.
+    there its root is ``1 + g1 / rate`` (Binance's closed form), returned without an evaluation (``tangent``);
+    if that lies beyond the range end with no breakpoint before it, or g does not fall and there is no
+    breakpoint, there is no crossing at all. When a breakpoint comes first, the walk below decides, and does
+    the same from every breakpoint it reaches (the evaluation there gives the next segment's slope), so that
+    it stops at the segment holding the root.
 
     *Safe skip*: g falls by at most L per unit of m moved outward (L = ``s_hi`` down, ``-s_lo`` up), so from
     a point ``near`` there is no crossing before ``near +- g(near) / L``: L = 0 means none at all
@@ -441,26 +524,21 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
     prev, cur = 0, 1  # the rows of ``near`` and of the point evaluated, when certifying
     skipped = False
     bisecting = False  # a step of several cells ended at g <= 0: the next ones halve down to one cell
-    if how < GRID_WALK:
-        # The first segment's exact fall rate outward, and its root.
-        rate = e_dn if down else -e_up
-        root = 1.0 + sgn * (g_near / rate) if rate > 0.0 else end
-        if root < end if down else root > end:
-            root = end
-        if root >= seg_dn if down else root <= seg_up:
-            if root == end:
-                return np.nan  # linear to the range end without reaching 0
-            # Inside the segment: exact, up to the rounding of g1 and the slope (which an evaluation there
-            # would share); a quarter tolerance outward, on the liquidatable side.
-            return root + sgn * (0.25 * REL_TOL * root)
-        # Else a breakpoint comes first (before the root, so before the range end too).
+    linear = how < GRID_WALK
+    line_root = end
+    if linear:
+        factor, decided = tangent(1.0, g_near, e_dn if down else -e_up, seg_dn if down else seg_up, end, down)
+        if decided:
+            return factor
+        line_root = factor
     far = end
     fa = 0.0
     fb = 0.0
     side = 0
     refining = False
-    # A concave bucket crosses at most once in each direction: the range end tells whether it does.
-    check_end = how == CONCAVE
+    # A concave bucket crosses at most once in each direction: the range end tells whether it does, unless its
+    # tangent at 1 (above it) reaches 0 in range.
+    check_end = how == CONCAVE and line_root == end
     g_end = np.nan
     if certify:
         x, chosen, cur = 1.0, True, 0  # first, each row's figures at m = 1 into rows[0]
@@ -479,8 +557,9 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
         if x == end and not np.isnan(g_end):
             gx = g_end
         else:
-            eq, mm, low = moving_figures(a, p, u, x, lo, hi, sep, order, book, inst, tiers, val, weights,
-                                         option_margin, moving, rows, prev if certify else -1, cur)
+            eq, mm, low, slope_x, seg_x = moving_figures(a, p, u, x, lo, hi, sep, order, book, inst, tiers, val,
+                                                         weights, option_margin, moving, rows,
+                                                         prev if certify else -1, cur, linear, down)
             gx = (fixed + eq) - mm
             if cur == prev:
                 cur = 1
@@ -501,6 +580,10 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
                     return np.nan
                 near = x
                 g_near = gx
+                if linear and not check_end:
+                    factor, decided = tangent(x, gx, slope_x if down else -slope_x, seg_x, end, down)
+                    if decided:
+                        return factor
                 if certify:
                     prev, cur = cur, 3 - cur
                     if bisecting:
