@@ -42,20 +42,19 @@ def compiling_ahead():
     """Within the block, a background process compiles the later steps' kernels, if the cache is cold;
     stopped on exit if it is still running (its cache files are complete or absent, never partial).
 
-    Yields ``ready()``: returns once that process is done (at once if there is none). The job calls it before
-    its first later step, so that it loads those kernels from the cache rather than compiling them a second
-    time on the other core while the warm-up finishes."""
+    Yields ``ready()``, which returns once that process is done (None when there is none). The job calls it
+    before its first later step, so that it loads those kernels from the cache rather than compiling them a
+    second time on the other core while the warm-up finishes."""
     proc = None
     if cold():
         proc = subprocess.Popen([sys.executable, "-m", "fastrisk.warmup"], stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def ready() -> None:
-        if proc is not None:
-            proc.wait()
+        proc.wait()
 
     try:
-        yield ready
+        yield ready if proc is not None else None
     finally:
         if proc is not None and proc.poll() is None:
             proc.terminate()
