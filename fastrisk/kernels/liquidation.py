@@ -262,8 +262,7 @@ def slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms, tiers, v
     linear in m between breakpoints), and those segments end at ``seg_down`` < 1 < ``seg_up``, where the notional
     meets a cap (0, inf: never).
 
-    Down and up differ only at a cap: the notional is then at the top of its bracket t (``tier_margin``), and
-    the side where it grows is in bracket t + 1.
+    Down and up (and where their segments end) are ``outward_slope`` at m = 1: they differ only at a cap.
 
     The bounds hold for m in the window ``[terms[4], terms[5]]`` (the search range for liquidation prices, a
     narrower one for the cascade's screen): a future's bracket t then ranges over the brackets its notional
@@ -299,28 +298,27 @@ def slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms, tiers, v
     coin = settle_underlying[i] == u
     k = kind[i]
     first = inst[2][i]
-    t = first + tier - 1
-    # The bracket on the side where the notional grows, when it sits exactly at a cap; the cap below.
-    t_grow = t + 1 if t < inst[3][i] and notional >= cap[t] else t
-    below = cap[t - 1] if t > first else 0.0
-    if k == LINEAR and not coin:
+    if (k == LINEAR and not coin) or (k == INVERSE and coin):
         base = future_base(q, i, book, inst, val)
-        if whole:
-            f_lo, f_hi = 0.0, terms[1][i]
-        else:
-            f_lo, f_hi = reachable(mmf, cap, first, inst[3][i], notional * w_lo, notional * w_hi)
-        # The notional N*m meets the cap below going down, the grown bracket's cap going up.
-        return (base - f_hi * abs(base), base - f_lo * abs(base), bracket_slope(k, base, t, sx, tiers),
-                bracket_slope(k, base, t_grow, sx, tiers), below / notional, cap[t_grow] / notional)
-    if k == INVERSE and coin:
+        dn = up = seg_dn = seg_up = 0.0
+        for d in range(2):  # one call site: inlined once
+            slope_d, seg_d = outward_slope(q, i, 1.0, notional, tier, d == 0, book, inst, tiers, val)
+            if d == 0:
+                dn, seg_dn = slope_d, seg_d
+            else:
+                up, seg_up = slope_d, seg_d
+        if k == LINEAR:
+            if whole:
+                f_lo, f_hi = 0.0, terms[1][i]
+            else:
+                f_lo, f_hi = reachable(mmf, cap, first, inst[3][i], notional * w_lo, notional * w_hi)
+            return base - f_hi * abs(base), base - f_lo * abs(base), dn, up, seg_dn, seg_up
         # The coin notional N/m shrinks as m grows.
-        base = future_base(q, i, book, inst, val)
         if whole:
             a_lo, a_hi = terms[2][i], terms[3][i]
         else:
             a_lo, a_hi = reachable(amount, cap, first, inst[3][i], notional / w_hi, notional / w_lo)
-        return (base + a_lo * sx, base + a_hi * sx, bracket_slope(k, base, t_grow, sx, tiers),
-                bracket_slope(k, base, t, sx, tiers), notional / cap[t_grow], notional / below)
+        return base + a_lo * sx, base + a_hi * sx, dn, up, seg_dn, seg_up
     if k == OPTION and not coin:
         disc = 1.0
         if rate < 0.0 and years[i] > 0.0:
