@@ -177,10 +177,10 @@ def position_shape(i, u, kind, settle_underlying, mm_convex):
 @inline
 def moving_figures(a, p, u, m, lo, hi, sep, order, book, inst, tiers, val, weights, option_margin, moving, rows, prev,
                    cur, slopes, down):
-    """``(equity, MM, low)`` in USD, at ``m``, of the rows of a bucket that move with ``u``: isolated position
-    ``p`` when ``p >= 0``; else account ``a``'s cross positions on ``u`` (``order[lo:hi]``), its other cross
-    positions settled in a coin following ``u`` (only when not ``sep``arable) and its balances in assets
-    following ``u``. One call site of the position code, for every kind of row: it is specialised once.
+    """``(equity, MM, low, slope, segment end)`` in USD, at ``m``, of the rows of a bucket that move with ``u``:
+    isolated position ``p`` when ``p >= 0``; else account ``a``'s cross positions on ``u`` (``order[lo:hi]``),
+    its other cross positions settled in a coin following ``u`` (only when not ``sep``arable) and its balances
+    in assets following ``u``. One call site of the position code, for every kind of row: it is specialised once.
 
     With ``cur >= 0``, each row's equity and MM are also kept in ``rows[cur, :, j]`` (j = the row's rank), and
     ``low`` is the sum over rows of the smaller equity minus the larger MM at ``m`` and at the point kept in
@@ -188,7 +188,7 @@ def moving_figures(a, p, u, m, lo, hi, sep, order, book, inst, tiers, val, weigh
     equity and MM are monotone there (``GRID_WALK``); else ``low`` is 0.
 
     With ``slopes`` (a linear bucket), also g's exact slope in m just beyond ``m`` (below it if ``down``) and
-    the nearest factor there where it changes (``outward_slope``): ``(equity, MM, low, slope, segment end)``."""
+    the nearest factor there where it changes (``outward_slope``); else those two are 0 and 0 or inf."""
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
         bal_amount = book
     kind, option_type, strike = inst[0], inst[4], inst[5]
