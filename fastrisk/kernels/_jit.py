@@ -27,18 +27,20 @@ def kernel(fn=None, *, parallel: bool = False, nrt: bool = True):
     return deco if fn is None else deco(fn)
 
 
-def chunked(fn):
+def chunked(fn=None, *, nrt: bool = True):
     """A kernel whose ``prange`` runs over row chunks, the chunk count being its last argument.
 
     Compiled twice, parallel and serial (``prange`` is a plain ``range`` there), and run serially when
     there is one chunk: for a small table, waking the thread pool costs more than the work. The serial
-    copy has its own name so that the two never share a cache entry.
+    copy has its own name so that the two never share a cache entry. ``nrt``: as in ``kernel``.
     """
-    parallel = numba.jit(parallel=True, **_SETTINGS)(fn)
+    if fn is None:
+        return lambda f: chunked(f, nrt=nrt)
+    parallel = numba.jit(parallel=True, _nrt=nrt, **_SETTINGS)(fn)
     twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__,
                               fn.__closure__)
     twin.__qualname__ = fn.__qualname__ + "_serial"
-    serial = numba.jit(**_SETTINGS)(twin)
+    serial = numba.jit(_nrt=nrt, **_SETTINGS)(twin)
 
     def run(*args):
         return (serial if args[-1] == 1 else parallel)(*args)

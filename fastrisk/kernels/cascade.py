@@ -80,11 +80,13 @@ def _fall(dx, fall_down, fall_up):
     return 0.0
 
 
-@chunked
+@chunked(nrt=False)
 def check_accounts(candidates, out, book, inst, tiers, val, weights, option_margin, n_chunks):
     """Cross bucket of each candidate account at the round's prices: ``out`` [3, j] = equity, MM and gross
     notional (USD), with the code of ``account_risk``. Chunked: a round's few candidates run serially (waking
-    the thread pool costs more than a few thousand accounts), a round with many in parallel."""
+    the thread pool costs more than a few thousand accounts), a round with many in parallel. Without
+    reference counting: with it, unpacking the tuples of arrays per account cost 18x the arithmetic (54k
+    accounts, 1 thread: 55 ms, 3 ms without)."""
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
         bal_amount = book
     price, forward, settle_px, asset_px = val
