@@ -17,7 +17,8 @@ import pyarrow.compute as pc
 from .book import Book
 from .errors import InputError
 from .market import Market
-from .risk import OPTION_MARGIN, _account_outputs, kernel_market, value_instruments
+from .risk import OPTION_MARGIN, kernel_market, value_instruments
+from .tables import empty
 
 __all__ = ["cascade", "CascadeResult", "format_rounds", "shock_multipliers", "IMPACT_MODELS"]
 
@@ -155,7 +156,7 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     """
     from .kernels._jit import n_chunks
     from .kernels.cascade import check_accounts, check_isolated, forced_flow, screen_accounts, screen_isolated
-    from .kernels.margin import ACCOUNT_FLOAT_COLUMNS
+    from .kernels.margin import equity_before_after
     from .liquidation import screen_buckets, kernel_book, kernel_moving
 
     mult0 = shock_multipliers(market, shock)
@@ -172,10 +173,6 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     und = market.underlyings
     depth, adv, vol = (und.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
                        for c in ("depth_usd", "adv_usd", "daily_vol"))
-    col = {name: j for j, name in enumerate(ACCOUNT_FLOAT_COLUMNS)}
-
-    before, *_ = _account_outputs(market, bound, value_instruments(market, rate=rate), option_margin, 0.8)
-    equity_before = before[col["equity"]] + before[col["isolated_equity"]]
 
     # The screen's excess and fall rates from the shocked prices (kernels/cascade.py).
     shocked = value_instruments(market, mult0, rate=rate)
@@ -278,11 +275,15 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
                            insurance_fund_left=fund, shortfall=bad - drawn, mult=mult.copy()))
         path += [(rnd, u, mult[u], flow[u], r[u]) for u in range(n_u)]
 
-    # Equity after: survivors at the final prices; liquidated buckets keep what was left at close-out.
-    final = value_instruments(market, mult, rate=rate)
-    after, *_ = _account_outputs(market, bound, final, option_margin, 0.8)
-    cross_after = np.where(account_live != 0, after[col["equity"]], left)
-    iso_after = after[col["isolated_equity"]].copy()
+    # Equity before: today's. After: survivors at the final prices; liquidated buckets keep what was left
+    # at close-out.
+    today, final = value_instruments(market, rate=rate), value_instruments(market, mult, rate=rate)
+    equity = empty((4, n))
+    equity_before_after(equity, kbook, inst, tiers, (today.price, today.forward, today.settle_px, today.asset_px),
+                        (final.price, final.forward, final.settle_px, final.asset_px), weights, option_margin)
+    equity_before = equity[0] + equity[1]
+    cross_after = np.where(account_live != 0, equity[2], left)
+    iso_after = equity[3]
     for dead_pos, rest in iso_dead:
         out_iso = np.empty((3, len(dead_pos)))
         check_isolated(dead_pos, out_iso, kbook, inst, tiers,
