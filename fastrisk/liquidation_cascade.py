@@ -28,6 +28,9 @@ SQRT_IMPACT_K = 1.0       # square-root law coefficient (Almgren et al. 2005; To
 # The moves from the shocked prices over which the screen's fall rates hold (kernels/cascade.py): narrower
 # than the liquidation-price range, so that a future's bound spans only the brackets it can reach.
 SCREEN_WINDOW = (0.5, 2.0)
+# The first horizon of the screen's watch lists (kernels/cascade.py): the largest move since the shock before they
+# are rebuilt. Far enough that a cascade rebuilds them a few times, near enough that they hold few buckets.
+WATCH_HORIZON = 1.0 / 32.0
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,8 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     0
     """
     from .kernels._jit import n_chunks
-    from .kernels.cascade import check_accounts, check_isolated, forced_flow, screen_accounts, screen_isolated
+    from .kernels.cascade import (check_accounts, check_isolated, forced_flow, screen_accounts, screen_isolated,
+                                  watch_accounts, watch_isolated)
     from .kernels.margin import equity_before_after
     from .liquidation import screen_buckets, kernel_book, kernel_moving
 
@@ -192,6 +196,7 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     flag_iso = np.zeros(len(iso_pos), np.uint8)
     reach = np.full(int(max_rounds), np.inf)
     in_window = True
+    horizon = -1.0  # the watch lists are built in round 1
 
     account_live = np.ones(n, np.uint8)
     round_of = np.full(n, -1, np.int32)
@@ -218,15 +223,20 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
         # Once outside the window, references can be too: from then on every round checks everyone.
         in_window = in_window and bool(np.all((x >= SCREEN_WINDOW[0]) & (x <= SCREEN_WINDOW[1])))
         if in_window:
-            screen_accounts(reach, bk.n_cross, fall_total, g_account, ref_account, account_live, account_always,
-                            flag_account)
-            screen_isolated(x, hist, bk.iso_underlying, bk.iso_down, bk.iso_up, iso_always, iso_g, iso_ref, iso_live,
-                            flag_iso)
+            top = float(reach[:rnd].max())
+            if top > horizon:  # the buckets the screen may flag until the moves pass the new horizon
+                horizon = max(2.0 * top, WATCH_HORIZON)
+                watch_accounts(np.full(len(reach), horizon), bk.n_cross, fall_total, g_account, ref_account,
+                               account_live, account_always, flag_account)
+                watch_isolated(horizon, bk.iso_down, bk.iso_up, iso_always, iso_g, iso_live, flag_iso)
+                watch, iso_watch = np.flatnonzero(flag_account), np.flatnonzero(flag_iso)
+                found, iso_found = np.empty_like(watch), np.empty_like(iso_watch)
+            cand = found[:screen_accounts(watch, reach, bk.n_cross, fall_total, g_account, ref_account,
+                                          account_live, account_always, found)]
+            iso_cand_k = iso_found[:screen_isolated(iso_watch, x, hist, bk.iso_underlying, bk.iso_down, bk.iso_up,
+                                                    iso_always, iso_g, iso_ref, iso_live, iso_found)]
         else:  # beyond the window the fall rates hold over: every live bucket is checked
-            flag_account[:] = account_live
-            flag_iso[:] = iso_live
-        cand = np.flatnonzero(flag_account)
-        iso_cand_k = np.flatnonzero(flag_iso)
+            cand, iso_cand_k = np.flatnonzero(account_live), np.flatnonzero(iso_live)
         iso_cand = iso_pos[iso_cand_k]
         out = np.empty((3, len(cand)))
         check_accounts(cand, out, kbook, inst, tiers, vt, weights, option_margin, n_chunks(len(cand), 1 << 11))

@@ -3,8 +3,8 @@
 Index letters: a = accounts, p = positions, j = isolated positions or candidates of a round, u =
 underlyings, k = rounds.
 
-The screen makes a round cost a pass over a few numbers per account, not a sweep. From the shocked prices,
-``kernels.liquidation`` with ``split=True`` gives every bucket its excess ``g = equity - MM`` and, per
+The screen makes a round cost a look at a few numbers of the buckets near liquidation, not a sweep. From the
+shocked prices, ``kernels.liquidation`` with ``split=True`` gives every bucket its excess ``g = equity - MM`` and, per
 underlying it moves with, bounds on how fast that underlying's part of g can fall per unit of its move, down
 and up (inf where the slope is unbounded); a cross bucket keeps their sum over its underlyings, the larger
 of down and up, ``F``. When the equity separates by underlying (``g = g0 + sum_u d_u(x_u)``, true unless a
@@ -15,6 +15,10 @@ the shared account kernel at the round's prices; a candidate that survives becom
 (``g_k``, ``x_k`` = this round's), so it is looked at again only once prices move on enough. Buckets that do
 not separate are checked whenever they are alive. The fall rates hold for moves in a window around the
 shocked prices (``liquidation_cascade.SCREEN_WINDOW``); the caller checks everyone once prices leave it.
+
+The bound grows with the largest move since a bucket's reference, so a round screens only the buckets it can
+flag at a *horizon* no move has passed yet (``watch_accounts``, ``watch_isolated``: a pass over every bucket,
+redone with a horizon twice as far whenever the moves pass it); the others stay safe until then.
 """
 
 from __future__ import annotations
@@ -30,43 +34,72 @@ from .margin import account_figures, isolated_bucket, position_figures, position
 SCREEN_MARGIN = 1e-9
 
 
+@inline
+def _account_may_fall(a, reach, n_cross, fall_total, g_account, ref_account, account_live, account_always):
+    """Whether live cross bucket ``a`` may have become liquidatable: always when it is marked ``account_always``
+    [a] (its equity does not separate by underlying); else when, last known to have excess ``g_account[a]`` at
+    the moves of round ``ref_account[a]``, it may have fallen by ``fall_total[a] * reach[k]`` since
+    (``fall_total`` = the sum over its cross rows of the larger fall rate, ``reach[k]`` = the largest move of
+    any underlying since round k) as far as its excess (with a relative slack far above rounding). Monotone
+    in ``reach`` (``fall_total`` >= 0): what it flags at some reach it flags at any larger one."""
+    if account_live[a] == 0 or n_cross[a] == 0:
+        return False
+    return account_always[a] or fall_total[a] * reach[ref_account[a]] * (1.0 + 1e-12) >= \
+        g_account[a] * (1.0 - SCREEN_MARGIN)
+
+
 @kernel(parallel=True, nrt=False)
-def screen_accounts(reach, n_cross, fall_total, g_account, ref_account, account_live, account_always,
-                    flag_account):
-    """Flag the live cross buckets the moves since the shock may have made liquidatable: ``flag_account[a] =
-    1``, always for those marked ``account_always`` [a] (their equity does not separate by underlying)
-    whenever they are live. Every flag is written (0 or 1).
-
-    A cross bucket last known to have excess ``g_account[a]`` at the moves of round ``ref_account[a]`` has
-    fallen by at most ``fall_total[a] * reach[k]`` since (``fall_total`` = the sum over its cross rows of the
-    larger fall rate, ``reach[k]`` = the largest move of any underlying since round k): it is flagged when
-    that reaches its excess (with a relative slack far above rounding). Accounts run in parallel.
-
-    One parallel loop per kernel: with the isolated positions' loop in the same function (``screen_isolated``),
-    both ran twice as long."""
+def watch_accounts(horizon, n_cross, fall_total, g_account, ref_account, account_live, account_always, flag):
+    """``flag[a] = 1`` for every cross bucket ``screen_accounts`` may flag while no underlying has moved more than
+    ``horizon`` [k] (the same value for every round k) from any round's prices: the accounts a round screens.
+    Accounts run in parallel; every flag is written (0 or 1)."""
     for a in prange(n_cross.shape[0]):
-        flag_account[a] = 0
-        if account_live[a] == 0 or n_cross[a] == 0:
-            continue
-        if account_always[a] or fall_total[a] * reach[ref_account[a]] * (1.0 + 1e-12) >= \
-                g_account[a] * (1.0 - SCREEN_MARGIN):
-            flag_account[a] = 1
+        flag[a] = _account_may_fall(a, horizon, n_cross, fall_total, g_account, ref_account, account_live,
+                                    account_always)
+
+
+@kernel(nrt=False)
+def screen_accounts(watch, reach, n_cross, fall_total, g_account, ref_account, account_live, account_always,
+                    candidates):
+    """The cross buckets of ``watch`` [j] the moves since the shock may have made liquidatable
+    (``_account_may_fall``), into ``candidates`` [: k]; returns k. Serial: a few thousand buckets per round."""
+    k = 0
+    for j in range(watch.shape[0]):
+        a = watch[j]
+        if _account_may_fall(a, reach, n_cross, fall_total, g_account, ref_account, account_live, account_always):
+            candidates[k] = a
+            k += 1
+    return k
 
 
 @kernel(parallel=True, nrt=False)
-def screen_isolated(x, hist, iso_u, fall_down, fall_up, iso_always, g_iso, ref_iso, iso_live, flag_iso):
-    """``screen_accounts`` for the live (``iso_live``) isolated positions j, each its own bucket moved by its
-    underlying ``iso_u`` [j], with its own fall rates, excess ``g_iso`` [j] and reference ``ref_iso`` [j]:
-    ``flag_iso[j] = 1`` when it may have become liquidatable, always (when live) for those marked
-    ``iso_always`` [j]. Indexed by j, not by position, so the pass reads contiguous arrays."""
-    for j in prange(iso_u.shape[0]):
-        flag_iso[j] = 0
+def watch_isolated(horizon, fall_down, fall_up, iso_always, g_iso, iso_live, flag):
+    """``watch_accounts`` for the isolated positions j: ``flag[j] = 1`` for every one ``screen_isolated`` may flag
+    while no underlying has moved more than ``horizon`` from any round's prices (its own underlying's move
+    then makes it fall by at most the larger of its fall rates times ``horizon``)."""
+    for j in prange(fall_down.shape[0]):
+        flag[j] = iso_live[j] != 0 and (iso_always[j] or max(fall_down[j], fall_up[j]) * horizon >=
+                                        g_iso[j] * (1.0 - SCREEN_MARGIN))
+
+
+@kernel(nrt=False)
+def screen_isolated(watch, x, hist, iso_u, fall_down, fall_up, iso_always, g_iso, ref_iso, iso_live, candidates):
+    """``screen_accounts`` for the isolated positions j of ``watch``, each its own bucket moved by its underlying
+    ``iso_u`` [j], with its own fall rates, excess ``g_iso`` [j] and reference ``ref_iso`` [j] (``x`` [u]: the
+    moves since the shock, ``hist`` [k, u]: round k's): those that may have become liquidatable, always (when
+    live) those marked ``iso_always`` [j], into ``candidates`` [: k]; returns k. Indexed by j, not by position,
+    so the arrays read are contiguous."""
+    k = 0
+    for q in range(watch.shape[0]):
+        j = watch[q]
         if iso_live[j] == 0:
             continue
         u = iso_u[j]
         own = _fall(x[u] - hist[ref_iso[j], u], fall_down[j], fall_up[j])
         if iso_always[j] or own >= g_iso[j] * (1.0 - SCREEN_MARGIN):
-            flag_iso[j] = 1
+            candidates[k] = j
+            k += 1
+    return k
 
 
 @inline
