@@ -35,13 +35,13 @@ LIQUIDATION_SCHEMA = pa.schema([
 
 @dataclass(frozen=True)
 class Buckets:
-    """Every bucket's figures for the cascade's screen (``kernels.cascade``), from the kernel with ``split``
-    (index letters: a = accounts, j = isolated positions, in account then position order)."""
+    """Every bucket's figures for the cascade's screen (``kernels.cascade.screen_figures``; index letters: a =
+    accounts, j = isolated positions, in account then position order)."""
 
     fall_total: np.ndarray  # [a] the sum over the account's cross rows of the fastest fall down or up
     g_account: np.ndarray   # [a] the excess of the account's cross bucket (inf without cross rows)
-    n_cross: np.ndarray     # [a] int32 cross rows of each account
-    separable: np.ndarray   # [a] uint8 (see kernels.liquidation.count_rows)
+    n_cross: np.ndarray     # [a] int32 the underlyings its cross bucket moves with (its liquidation table rows)
+    separable: np.ndarray   # [a] uint8: its equity separates by underlying (kernels.cascade.screen_figures)
     iso_underlying: np.ndarray  # [j] int32 the isolated position's underlying
     iso_position: np.ndarray    # [j] int64 position index
     iso_down: np.ndarray        # [j] the fastest its excess can fall per unit of m moved down
@@ -92,24 +92,41 @@ def tier_terms(market: Market):
 
 
 def screen_buckets(market: Market, bound: BoundBook, val: Valuation, *, rate: float = 0.0,
-                       option_margin=OPTION_MARGIN, window=None) -> Buckets:
+                   option_margin=OPTION_MARGIN, window=None) -> Buckets:
     """The cascade's screen: every bucket's excess g at the valuation ``val`` and how fast g can fall per unit
     of m moved down and up, one underlying at a time, for m in ``window`` (default: the whole search range;
-    see ``kernels.cascade``)."""
-    n_cross, separable, out = _bucket_rows(market, bound, val, True, rate, option_margin, window)
-    iso_underlying, iso_position, iso_down, iso_up, iso_excess, fall_total, g_account = out[:7]
-    return Buckets(fall_total, g_account, n_cross, separable, iso_underlying, iso_position, iso_down, iso_up,
-                   iso_excess)
+    see ``kernels.cascade.screen_figures``)."""
+    from .kernels._jit import n_chunks
+    from .kernels.cascade import screen_figures
+    from .kernels.liquidation import M_MAX, M_MIN, count_isolated
+
+    w_lo, w_hi = (M_MIN, M_MAX) if window is None else window
+    M, B = market.arrays, bound.book
+    n, n_u = len(B.account_id), len(M.index_price)
+    n_iso = empty(n, np.int64)
+    count_isolated(n_iso, B.pos_start, B.isolated)
+    iso_start = np.zeros(n + 1, np.int64)
+    np.cumsum(n_iso, out=iso_start[1:])
+    j = int(iso_start[-1])
+    accounts = (empty(n), empty(n), empty(n, np.int32), empty(n, np.uint8))
+    isolated = (empty(j, np.int32), empty(j, np.int64), empty(j), empty(j), empty(j))
+    chunks = n_chunks(n, 1 << 12)
+    scratch = (np.zeros((chunks, n_u)), np.zeros((chunks, n_u)), np.zeros((chunks, n_u), np.int64))
+    inst, tiers = kernel_market(market)
+    screen_figures(accounts, isolated, iso_start, scratch, kernel_book(bound), inst,
+                   tier_terms(market) + (float(w_lo), float(w_hi)), tiers,
+                   (val.price, val.forward, val.settle_px, val.asset_px), (M.asset_cw, M.asset_bw),
+                   tuple(float(x) for x in option_margin), kernel_moving(market, rate), chunks)
+    g, fall, n_cross, separable = accounts
+    return Buckets(fall, g, n_cross, separable, *isolated)
 
 
-def _bucket_rows(market: Market, bound: BoundBook, val: Valuation, split: bool, rate: float, option_margin,
-                 window=None):
-    """``(n_cross, separable, out)``: ``kernels.liquidation.liquidation_factors`` run on every account, moving
-    one underlying at a time from the valuation ``val``, its outputs allocated here."""
+def _liquidation_rows(market: Market, bound: BoundBook, val: Valuation, rate: float, option_margin):
+    """The SPEC §4 columns as ``kernels.liquidation.liquidation_factors`` writes them (its ``out``), run on every
+    account moving one underlying at a time from the valuation ``val``, allocated here."""
     from .kernels._jit import n_chunks
     from .kernels.liquidation import FIGURES, M_MAX, M_MIN, count_rows, liquidation_factors
 
-    w_lo, w_hi = (M_MIN, M_MAX) if window is None else window
     M, B = market.arrays, bound.book
     book = kernel_book(bound)
     moving = kernel_moving(market, rate)
@@ -122,26 +139,19 @@ def _bucket_rows(market: Market, bound: BoundBook, val: Valuation, split: bool, 
     row_start = np.zeros(n + 1, np.int64)
     np.cumsum(n_rows, out=row_start[1:])
     r = int(row_start[-1])
-    iso_start = np.zeros(n + 1 if split else 0, np.int64)  # the screen's isolated positions
-    if split:
-        np.cumsum(n_rows - n_cross, out=iso_start[1:])
-    # The screen's arrays (isolated positions, accounts), the table's (rows).
-    rs, a_s, rt = (int(iso_start[-1]), n, 0) if split else (0, 0, r)
-    out = (empty(rs if split else r, np.int32), empty(rs, np.int64), empty(rs), empty(rs), empty(rs), empty(a_s),
-           empty(a_s), empty(rt, np.int64), empty(rt, np.int32), empty(rt), empty((2, rt)), empty((2, rt)),
-           empty((3, rt), np.uint8))
+    out = (empty(r, np.int32), empty(r, np.int64), empty(r, np.int32), empty(r), empty((2, r)), empty((2, r)),
+           empty((3, r), np.uint8))
     most_rows = int((np.diff(B.pos_start) + np.diff(B.bal_start)).max(initial=1))
     scratch = (np.empty((chunks, n_u), np.int64), np.empty((chunks, n_u), np.int64),
                np.empty((chunks, n_u, FIGURES)), np.empty((chunks, 3, 2, most_rows)),
                np.empty((chunks, most_rows, FIGURES)), np.empty((chunks, most_rows, 2), np.int64))
-    order = empty(n_pos, np.int64)
     inst, tiers = kernel_market(market)
-    liquidation_factors(row_start, n_cross, iso_start, exposure, order, scratch, out,
-                        (B.account_id, B.instrument_id, M.index_price), bool(split), book, inst,
-                        tier_terms(market) + (float(w_lo), float(w_hi)), tiers,
+    liquidation_factors(row_start, n_cross, exposure, empty(n_pos, np.int64), scratch, out,
+                        (B.account_id, B.instrument_id, M.index_price), book, inst,
+                        tier_terms(market) + (M_MIN, M_MAX), tiers,
                         (val.price, val.forward, val.settle_px, val.asset_px), (M.asset_cw, M.asset_bw),
                         tuple(float(x) for x in option_margin), moving, chunks)
-    return n_cross, separable, out
+    return out
 
 
 def liquidation_prices(market: Market, book: Book, *, rate: float = 0.0,
@@ -185,8 +195,8 @@ def liquidation_prices(market: Market, book: Book, *, rate: float = 0.0,
     ['account_id', 'underlying', 'isolated', 'instrument_id']
     """
     bound = book.bind(market)
-    _, _, out = _bucket_rows(market, bound, value_instruments(market, rate=rate), False, rate, option_margin)
-    underlying, account_id, instrument_id, index, price, distance, valid = out[0], *out[7:]
+    underlying, account_id, instrument_id, index, price, distance, valid = _liquidation_rows(
+        market, bound, value_instruments(market, rate=rate), rate, option_margin)
     n = len(underlying)
     down_ok, up_ok, isolated = (_bitmap(v) for v in valid)
     return pa.table({

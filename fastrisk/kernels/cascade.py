@@ -27,11 +27,124 @@ import numpy as np
 from numba import prange
 
 from ..codes import OPTION
-from ._jit import chunked, inline, kernel
-from .margin import account_figures, isolated_bucket, position_figures, position_usd
+from ._jit import chunked, index, inline, kernel
+from .liquidation import balance_exposure, coin_bounds, position_exposure, slope_bounds
+from .margin import (NO_POSITIONS, account_figures, add_position, balance_usd, isolated_bucket, position_figures,
+                     position_usd, usd_contribution)
 
 # The bound is exact arithmetic on rounded figures: a bucket is flagged a hair early rather than late.
 SCREEN_MARGIN = 1e-9
+
+
+@kernel(parallel=True, nrt=False)
+def screen_figures(accounts, isolated_out, iso_start, scratch, book, inst, terms, tiers, val, weights, option_margin,
+                   moving, n_chunks):
+    """What the screen knows of every bucket at the valuation ``val`` (the shocked prices), from one pass over each
+    account's positions and balances.
+
+    ``accounts = (g, fall, n_cross, separable)`` [a]: the cross bucket's excess equity - MM (USD, as
+    ``check_accounts`` computes it; inf without cross rows or MM), the sum over the underlyings it moves with of
+    the larger of its fall rates down and up (0 without MM), how many underlyings it moves with
+    (``kernels.liquidation.position_exposure`` and ``balance_exposure``) and whether its equity separates by
+    underlying. ``isolated_out = (underlying, position, down, up, excess)`` [j]: each isolated position's (account
+    ``a``'s are ``iso_start[a]:``, in position order). A fall rate is how fast the bucket's g can fall per unit of
+    its underlying's factor moved that way, within the window of ``terms`` (``slope_bounds``: down ``max(hi, 0)``,
+    up ``max(-lo, 0)``, inf where unbounded). ``scratch = (lo, hi, touched)`` [chunk, u], zero at entry and left
+    so. The rest as in ``kernels.liquidation.liquidation_factors``."""
+    for c in prange(n_chunks):
+        _screen_chunk(np.int64(c), n_chunks, accounts, isolated_out, iso_start, scratch, book, inst, terms, tiers, val,
+                      weights, option_margin, moving)
+
+
+@kernel(nrt=False)
+def _screen_chunk(c, n_chunks, accounts, isolated_out, iso_start, scratch, book, inst, terms, tiers, val, weights,
+                  option_margin, moving):
+    n = accounts[0].shape[0]
+    for a in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+        _screen_account(a, c, accounts, isolated_out, iso_start, scratch, book, inst, terms, tiers, val, weights,
+                        option_margin, moving)
+
+
+@inline
+def _screen_account(a, c, accounts, isolated_out, iso_start, scratch, book, inst, terms, tiers, val, weights,
+                    option_margin, moving):
+    """Account ``a``'s figures (``screen_figures``): its totals summed as ``margin.account_figures`` sums them,
+    and the slope bounds of its rows moving with each underlying summed per underlying, in row order."""
+    pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
+        bal_amount = book
+    kind, size, tier_first, tier_last, option_type, strike = inst
+    price, forward, settle_px, asset_px = val
+    iso_u, iso_p, iso_down, iso_up, iso_excess = isolated_out
+    lo_u, hi_u, touched = scratch[0][c], scratch[1][c], scratch[2][c]
+    sums = NO_POSITIONS
+    n_u = 0
+    sep = True
+    j = iso_start[a]
+    for p in range(index(pos_start[a]), index(pos_start[a + 1])):
+        i = index(pos_instrument[p])
+        px = settle_px[i]
+        figures = position_figures(kind[i], quantity[p], size[i], price[i], forward[i], entry_price[p], tier_first[i],
+                                   tier_last[i], option_type[i], strike[i], tiers, option_margin)
+        sums = add_position(sums, usd_contribution(figures, kind[i], isolated[p], isolated_margin[p], px))
+        notional, _, value, _, mm, tier = figures
+        own, coin = position_exposure(p, book, moving)
+        if not isolated[p] and own < 0:
+            continue
+        u = moving[0][i]
+        lo, hi = slope_bounds(p, i, u, value, mm, notional, tier, True, book, inst, terms, tiers, val, option_margin,
+                              moving)[:2]
+        if isolated[p]:
+            equity, _ = isolated_bucket(isolated_margin[p], value, mm, px)
+            iso_u[j] = u
+            iso_p[j] = p
+            has_mm = mm * px > 0.0
+            iso_down[j] = max(hi, 0.0) if has_mm else 0.0
+            iso_up[j] = max(-lo, 0.0) if has_mm else 0.0
+            iso_excess[j] = equity - mm * px if has_mm else np.inf
+            j += 1
+            continue
+        n_u = _touch(own, lo, hi, n_u, lo_u, hi_u, touched)
+        if coin >= 0:
+            sep = False
+            d = coin_bounds(value, mm, px)[0]
+            n_u = _touch(coin, d, d, n_u, lo_u, hi_u, touched)
+    n_own = n_u
+    collateral = 0.0
+    for b in range(bal_start[a], bal_start[a + 1]):
+        k = bal_asset[b]
+        cv = balance_usd(asset_px[k], bal_amount[b], weights[0][k], weights[1][k])
+        collateral += cv
+        u = balance_exposure(b, book, moving)
+        if u >= 0 and n_own > 0:
+            n_u = _touch(u, cv, cv, n_u, lo_u, hi_u, touched)  # linear in m
+    upnl, option_value, _, mm_total, _, _, _ = sums
+    fall = 0.0
+    for k in range(n_u):  # by underlying code, as the liquidation table's rows
+        u = touched[k]
+        fall += max(max(hi_u[u], 0.0), max(-lo_u[u], 0.0))
+        lo_u[u] = hi_u[u] = 0.0
+    has_mm = n_u > 0 and mm_total > 0.0
+    accounts[0][a] = (collateral + upnl + option_value) - mm_total if has_mm else np.inf
+    accounts[1][a] = fall if has_mm else 0.0
+    accounts[2][a] = n_u
+    accounts[3][a] = sep
+
+
+@inline
+def _touch(u, lo, hi, n_u, lo_u, hi_u, touched):
+    """Add slope bounds ``[lo, hi]`` to underlying ``u``'s sums, adding ``u`` to the ``n_u`` underlyings touched
+    (kept sorted by code; an account touches a few); returns their new count."""
+    k = n_u
+    while k > 0 and touched[k - 1] >= u:
+        k -= 1
+    if k == n_u or touched[k] != u:
+        for m in range(n_u, k, -1):
+            touched[m] = touched[m - 1]
+        touched[k] = u
+        n_u += 1
+    lo_u[u] += lo
+    hi_u[u] += hi
+    return n_u
 
 
 @inline

@@ -156,6 +156,17 @@ def count_rows(n_rows, n_cross, separable, exposure, book, moving):
         separable[a] = sep
 
 
+@kernel(parallel=True, nrt=False)
+def count_isolated(n_iso, pos_start, isolated):
+    """Each account's isolated positions into ``n_iso`` [a] (where the cascade screen's rows of an account
+    start)."""
+    for a in prange(n_iso.shape[0]):
+        k = 0
+        for p in range(index(pos_start[a]), index(pos_start[a + 1])):
+            k += isolated[p]
+        n_iso[a] = k
+
+
 @inline
 def position_shape(i, u, kind, settle_underlying, mm_convex):
     """How a future or option on ``u`` (its own underlying) makes its bucket's g behave (module docstring):
@@ -254,7 +265,8 @@ def moving_figures(a, p, u, m, lo, hi, sep, order, book, inst, tiers, val, weigh
 
 
 @inline
-def slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms, tiers, val, option_margin, moving):
+def slope_bounds(q, i, u, value, mm, notional, tier, bounds_only, book, inst, terms, tiers, val, option_margin,
+                 moving):
     """``(lo, hi, down, up, seg_down, seg_up)``: ``[lo, hi]`` bounds the slope in m (USD per unit of m) of position
     ``q``'s part of its bucket's excess g = equity - MM when its own underlying ``u`` moves by m, from today's
     valuation (``value``, ``mm``, ``notional`` in settle units at m = 1, ``tier`` its 1-based bracket); ``down``,
@@ -262,7 +274,8 @@ def slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms, tiers, v
     linear in m between breakpoints), and those segments end at ``seg_down`` < 1 < ``seg_up``, where the notional
     meets a cap (0, inf: never).
 
-    Down and up (and where their segments end) are ``outward_slope`` at m = 1: they differ only at a cap.
+    Down and up (and where their segments end) are ``outward_slope`` at m = 1: they differ only at a cap. With
+    ``bounds_only`` (the cascade's screen) they are not computed (0).
 
     The bounds hold for m in the window ``[terms[4], terms[5]]`` (the search range for liquidation prices, a
     narrower one for the cascade's screen): a future's bracket t then ranges over the brackets its notional
@@ -301,7 +314,7 @@ def slope_bounds(q, i, u, value, mm, notional, tier, book, inst, terms, tiers, v
     if (k == LINEAR and not coin) or (k == INVERSE and coin):
         base = future_base(q, i, book, inst, val)
         dn = up = seg_dn = seg_up = 0.0
-        for d in range(2):  # one call site: inlined once
+        for d in range(0 if bounds_only else 2):  # one call site: inlined once
             slope_d, seg_d = outward_slope(q, i, 1.0, notional, tier, d == 0, book, inst, tiers, val)
             if d == 0:
                 dn, seg_dn = slope_d, seg_d
@@ -625,8 +638,8 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
 
 
 @inline
-def row_factors(a, p, u, equity, mm, fixed, has_mm, bounds, how, lo, hi, sep, split, order, book, inst, tiers, val,
-                weights, option_margin, moving, rows):
+def row_factors(a, p, u, equity, mm, fixed, has_mm, bounds, how, lo, hi, sep, order, book, inst, tiers, val, weights,
+                option_margin, moving, rows):
     """``(m_down, m_up, g1)`` of one bucket row: factors 1.0 if liquidatable now, NaN where none; ``g1`` its
     excess equity - MM at m = 1 (+inf when the bucket carries no MM: never liquidated).
 
@@ -634,17 +647,13 @@ def row_factors(a, p, u, equity, mm, fixed, has_mm, bounds, how, lo, hi, sep, sp
     ``p`` when ``p >= 0``, else account ``a``'s, its positions on ``u`` being ``order[lo:hi]``); ``fixed``: the
     excess of the rest of the bucket; ``has_mm``: the whole bucket carries MM; ``bounds``: the moving rows'
     ``slope_bounds``, summed (segment ends: the nearest); ``how``: their shape (``position_shape``).
-    ``split``: no search; instead of the factors, how fast g can fall per unit of m moved down and up
-    (``search``'s L, from the slope bounds; inf where unbounded): the cascade's screen (``kernels.cascade``).
 
     Compiled once and called for cross and isolated rows alike, with one call site of ``search``: the
     bucket's evaluation is compiled once."""
     s_lo, s_hi, e_dn, e_up, seg_dn, seg_up = bounds
     if not has_mm:
-        return (0.0, 0.0, np.inf) if split else (np.nan, np.nan, np.inf)
+        return np.nan, np.nan, np.inf
     g1 = (fixed + equity) - mm
-    if split:
-        return max(s_hi, 0.0), max(-s_lo, 0.0), g1
     if g1 <= 0.0:
         return 1.0, 1.0, g1
     down = up = np.nan
@@ -659,19 +668,12 @@ def row_factors(a, p, u, equity, mm, fixed, has_mm, bounds, how, lo, hi, sep, sp
 
 
 @inline
-def _write_row(r, a, u, p, factors, split, out, ids):
-    """Row ``r`` of the kernel's outputs ``out`` (``liquidation_factors``; with ``split``, isolated position r):
-    bucket (account ``a``, underlying ``u``, position ``p``) and its ``row_factors``. ``ids = (account_id [a],
-    instrument_id [p], index_price [u])``, for the table."""
-    underlying, position, down_f, up_f, excess, _, _, account_id, instrument_id, index, price, distance, valid = out
-    down, up, g1 = factors
+def _write_row(r, a, u, p, factors, out, ids):
+    """Row ``r`` of the kernel's outputs ``out`` (``liquidation_factors``): bucket (account ``a``, underlying ``u``,
+    position ``p``) and its ``row_factors``. ``ids = (account_id [a], instrument_id [p], index_price [u])``."""
+    underlying, account_id, instrument_id, index, price, distance, valid = out
+    down, up, _ = factors
     underlying[r] = u
-    if split:
-        position[r] = p
-        down_f[r] = down
-        up_f[r] = up
-        excess[r] = g1
-        return
     x = ids[2][u]
     account_id[r] = ids[0][a]
     instrument_id[r] = ids[1][p] if p >= 0 else -1
@@ -715,23 +717,19 @@ def _add_row(row, equity, mm, bounds):
 # ------------------------------------------------------------------------------------- the kernel
 
 @kernel(parallel=True, nrt=False)
-def liquidation_factors(row_start, n_cross, iso_start, exposure, order, scratch, out, ids, split, book, inst, terms,
-                        tiers, val, weights, option_margin, moving, n_chunks):
+def liquidation_factors(row_start, n_cross, exposure, order, scratch, out, ids, book, inst, terms, tiers, val, weights,
+                        option_margin, moving, n_chunks):
     """Every bucket's ``(m_down, m_up)`` (SPEC §4); account ``a``'s rows are ``row_start[a]:row_start[a+1]``:
     its ``n_cross`` [a] cross rows, one per underlying in its ``exposure`` bit set, by code (``count_rows``), then
     its isolated positions in position order.
 
-    Writes ``out = (underlying, position, down, up, excess, fall_total, g_account, account_id, instrument_id, index,
-    price, distance, valid)`` and ``order`` [p] (each account's cross positions with a quantity grouped by
-    underlying code, ``account_factors``). With ``split`` (the cascade's screen): per account ``fall_total`` [a]
-    (the sum over its cross rows of the larger fall rate of ``row_factors``) and ``g_account`` [a] (its cross
-    bucket's excess, inf without cross rows), and per isolated position j (account ``a``'s are ``iso_start[a]:``, in
-    position order) its ``underlying`` [j], ``position`` [j], fall rates ``down``/``up`` [j] and ``excess`` [j].
-    Else the SPEC §4 columns, every row its ``underlying`` [r] (code) and ``account_id`` [r], ``instrument_id`` [r]
-    (-1 for a cross row) and ``index`` [r] from ``ids = (account_id [a], instrument_id [p], index_price [u])``,
-    ``price`` and ``distance`` [2, r] (down, up: price = index * factor, distance = 1 - factor down, factor - 1 up;
-    factor 1.0 = liquidatable now, NaN = none in range) and ``valid`` uint8 [3, r] (down found, up found, isolated
-    row: the validity of the nullable columns). The other mode's arrays may be empty. ``scratch = (count, shape,
+    Writes the SPEC §4 columns ``out = (underlying, account_id, instrument_id, index, price, distance, valid)``:
+    every row its ``underlying`` [r] (code) and ``account_id`` [r], ``instrument_id`` [r] (-1 for a cross row) and
+    ``index`` [r] from ``ids = (account_id [a], instrument_id [p], index_price [u])``, ``price`` and ``distance`` [2,
+    r] (down, up: price = index * factor, distance = 1 - factor down, factor - 1 up; factor 1.0 = liquidatable now,
+    NaN = none in range) and ``valid`` uint8 [3, r] (down found, up found, isolated row: the validity of the
+    nullable columns); and ``order`` [p] (each account's cross positions with a quantity grouped by underlying
+    code, ``account_factors``). ``scratch = (count, shape,
     acc, rows, iso_acc, iso_of)``, one row per chunk of accounts, of any content (K = the most positions and
     balances of an account): int64 [chunk, u], int64 [chunk, u], float64 [chunk, u, FIGURES] (the sums per
     underlying), float64 [chunk, 3, 2, K] (``search``'s), float64 [chunk, K, FIGURES] and int64 [chunk, K, 2] (the
@@ -746,23 +744,23 @@ def liquidation_factors(row_start, n_cross, iso_start, exposure, order, scratch,
     pass analyses a small body; a call per account would pass its many arrays once per account, and without
     reference counting, which would cost an atomic increment and decrement per array and call)."""
     for c in prange(n_chunks):
-        chunk_factors(np.int64(c), n_chunks, row_start, n_cross, iso_start, exposure, order, scratch, out, ids, split,
-                      book, inst, terms, tiers, val, weights, option_margin, moving)
+        chunk_factors(np.int64(c), n_chunks, row_start, n_cross, exposure, order, scratch, out, ids, book, inst,
+                      terms, tiers, val, weights, option_margin, moving)
 
 
 @kernel(nrt=False)
-def chunk_factors(c, n_chunks, row_start, n_cross, iso_start, exposure, order, scratch, out, ids, split, book, inst,
+def chunk_factors(c, n_chunks, row_start, n_cross, exposure, order, scratch, out, ids, book, inst,
                   terms, tiers, val, weights, option_margin, moving):
     """The accounts of chunk ``c`` of ``n_chunks`` (see ``liquidation_factors``)."""
     n = row_start.shape[0] - 1
     for a in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-        account_factors(a, c, row_start, n_cross, iso_start, exposure, order, scratch, out, ids, split, book, inst,
-                        terms, tiers, val, weights, option_margin, moving)
+        account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, ids, book, inst, terms, tiers,
+                        val, weights, option_margin, moving)
 
 
 @inline
-def account_factors(a, c, row_start, n_cross, iso_start, exposure, order, scratch, out, ids, split, book, inst,
-                    terms, tiers, val, weights, option_margin, moving):
+def account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, ids, book, inst, terms, tiers, val,
+                    weights, option_margin, moving):
     """The rows of account ``a`` of chunk ``c`` (see ``liquidation_factors``), from one pass over its positions
     and balances.
 
@@ -802,8 +800,8 @@ def account_factors(a, c, row_start, n_cross, iso_start, exposure, order, scratc
         sums = add_position(sums, usd_contribution(figures, kind[i], isolated[p], isolated_margin[p], px))
         notional, _, value, _, mm, tier = figures
         u = inst_underlying[i]
-        bounds = slope_bounds(p, i, u, value, mm, notional, tier, book, inst, terms, tiers, val, option_margin,
-                              moving)
+        bounds = slope_bounds(p, i, u, value, mm, notional, tier, False, book, inst, terms, tiers, val,
+                              option_margin, moving)
         how = position_shape(i, u, kind, settle_underlying, terms[0])
         if isolated[p]:
             equity, _ = isolated_bucket(isolated_margin[p], value, mm, px)
@@ -833,8 +831,7 @@ def account_factors(a, c, row_start, n_cross, iso_start, exposure, order, scratc
             _add_row(acc[u], cv, 0.0, (cv, cv, cv, cv, 0.0, np.inf))  # linear in m
     upnl, option_value, _, mm_total, _, _, _ = sums
     equity_total = collateral + upnl + option_value
-    # Each underlying's group of slots, in code order: count[u] becomes the group's next free slot, then its end
-    # (the screen evaluates nothing: no groups).
+    # Each underlying's group of slots, in code order: count[u] becomes the group's next free slot, then its end.
     slot = lo
     for w in range(words.shape[0]):
         word = words[w]
@@ -842,15 +839,12 @@ def account_factors(a, c, row_start, n_cross, iso_start, exposure, order, scratc
             bit, word = _lowest(word)
             u = 64 * w + bit
             slot, count[u] = slot + count[u], slot
-    for p in range(lo, pos_start[a + 1] if not split else lo):
+    for p in range(lo, pos_start[a + 1]):
         own, _ = position_exposure(p, book, moving)
         if own >= 0:
             order[count[own]] = p
             count[own] += 1
-    # Every row: the cross rows by underlying code (for the screen, the bucket's excess and summed fall rates
-    # too), then the isolated positions.
-    fall_total = 0.0
-    g_bucket = np.inf
+    # Every row: the cross rows by underlying code, then the isolated positions.
     first = lo
     w = 0
     word = words[0] if words.shape[0] > 0 else _ZERO
@@ -879,16 +873,8 @@ def account_factors(a, c, row_start, n_cross, iso_start, exposure, order, scratc
             first = hi = lo
         bounds = (sums_u[SLOPE_LO], sums_u[SLOPE_HI], sums_u[SLOPE_DOWN], sums_u[SLOPE_UP], sums_u[SEG_DOWN],
                   sums_u[SEG_UP])
-        factors = row_factors(a, p, u, sums_u[EQUITY], sums_u[MM], fixed, has_mm, bounds, how, first, hi, sep, split,
-                              order, book, inst, tiers, val, weights, option_margin, moving, rows)
+        factors = row_factors(a, p, u, sums_u[EQUITY], sums_u[MM], fixed, has_mm, bounds, how, first, hi, sep, order,
+                              book, inst, tiers, val, weights, option_margin, moving, rows)
         if k < n_cross[a]:
-            fall_total += max(factors[0], factors[1])
-            g_bucket = factors[2]
             first = hi
-        if not split:
-            _write_row(row_start[a] + k, a, u, p, factors, split, out, ids)
-        elif p >= 0:
-            _write_row(iso_start[a] + k - n_cross[a], a, u, p, factors, split, out, ids)
-    if split:
-        out[5][a] = fall_total
-        out[6][a] = g_bucket
+        _write_row(row_start[a] + k, a, u, p, factors, out, ids)
