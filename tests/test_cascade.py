@@ -8,11 +8,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import fastrisk as fr
 from fastrisk import reference
 from fastrisk.errors import InputError
-from fastrisk.liquidation_cascade import format_rounds
+from fastrisk.liquidation_cascade import SCREEN_WINDOW, format_rounds
 
 REL = 1e-9
 
@@ -160,3 +162,47 @@ def test_bad_arguments(venue, shock, kw, match):
     if not kw:
         with pytest.raises(InputError, match=match):
             fr.contagion(*venue, shock)
+
+
+@settings(deadline=None, max_examples=20, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(moves=st.lists(st.floats(SCREEN_WINDOW[0], SCREEN_WINDOW[1]), min_size=12, max_size=12),
+       seed=st.integers(0, 3))
+def test_screen_bound_holds_within_its_window(moves, seed):
+    # The screen's promise (kernels/cascade.py): from the shocked prices, with every underlying moved by a factor
+    # x_u in the window, a separable cross bucket's excess is >= g - F * max_u |x_u - 1|, and an isolated
+    # position's >= g - (its fall rate that way) * |x_u - 1|; exact excesses from the account kernel.
+    from fastrisk.liquidation import screen_buckets
+    from fastrisk.liquidation_cascade import shock_multipliers
+    from fastrisk.risk import OPTION_MARGIN, _account_outputs, value_instruments
+
+    market, book = _screen_venues[seed]
+    bound = book.bind(market)
+    mult0 = shock_multipliers(market, {"BTC": -0.2})
+    bk = screen_buckets(market, bound, value_instruments(market, mult0), window=SCREEN_WINDOW)
+    x = np.resize(np.array(moves), len(mult0))
+    moved = value_instruments(market, mult0 * x)
+    floats, *_ = _account_outputs(market, bound, moved, OPTION_MARGIN, 0.8)
+    g = floats[3] - floats[5]  # equity - MM
+    slack = 1e-9 * (np.abs(floats[3]) + np.abs(floats[5]) + 1.0)
+    reach = np.abs(x - 1.0).max()
+    check = (bk.n_cross > 0) & (bk.separable == 1) & np.isfinite(bk.g_account) & (floats[5] > 0)
+    assert check.sum() > 50
+    assert np.all(g[check] >= bk.g_account[check] - bk.fall_total[check] * reach - slack[check])
+    # Isolated positions: their own bucket, re-valued exactly by check_isolated.
+    from fastrisk.kernels.cascade import check_isolated
+    from fastrisk.liquidation import kernel_book
+    from fastrisk.risk import kernel_market
+
+    inst, tiers = kernel_market(market)
+    out = np.empty((3, len(bk.iso_position)))
+    check_isolated(bk.iso_position, out, kernel_book(bound), inst, tiers,
+                   (moved.price, moved.forward, moved.settle_px, moved.asset_px), OPTION_MARGIN)
+    dx = x[bk.iso_underlying] - 1.0
+    fall = np.where(dx < 0, -dx * bk.iso_down, np.where(dx > 0, dx * bk.iso_up, 0.0))
+    live = np.isfinite(bk.iso_excess) & np.isfinite(fall)
+    assert live.sum() > 10
+    iso_slack = 1e-9 * (np.abs(out[0]) + 1.0)
+    assert np.all((out[0] - out[1])[live] >= (bk.iso_excess - fall - iso_slack)[live])
+
+
+_screen_venues = [fr.generate.exchange(300, seed=s, options=True) for s in range(4)]
