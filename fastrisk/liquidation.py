@@ -47,6 +47,8 @@ class Buckets:
     iso_down: np.ndarray        # [j] the fastest its excess can fall per unit of m moved down
     iso_up: np.ndarray          # [j] ... and up (inf where unbounded)
     iso_excess: np.ndarray      # [j] its excess equity - MM
+    iso_always: np.ndarray      # [j] uint8: settled in a coin following another underlying (does not separate)
+    equity_today: np.ndarray    # [a] cross + isolated equity at today's prices (the cascade's equity_before)
 
 
 def kernel_moving(market: Market, rate: float = 0.0):
@@ -108,17 +110,19 @@ def screen_buckets(market: Market, bound: BoundBook, val: Valuation, *, rate: fl
     iso_start = np.zeros(n + 1, np.int64)
     np.cumsum(n_iso, out=iso_start[1:])
     j = int(iso_start[-1])
-    accounts = (empty(n), empty(n), empty(n, np.int32), empty(n, np.uint8))
-    isolated = (empty(j, np.int32), empty(j, np.int64), empty(j), empty(j), empty(j))
+    accounts = (empty(n), empty(n), empty(n, np.int32), empty(n, np.uint8), empty(n))
+    isolated = (empty(j, np.int32), empty(j, np.int64), empty(j), empty(j), empty(j), empty(j, np.uint8))
     chunks = n_chunks(n, 1 << 12)
     scratch = (np.zeros((chunks, n_u)), np.zeros((chunks, n_u)), np.zeros((chunks, n_u), np.int64))
     inst, tiers = kernel_market(market)
+    today = value_instruments(market, rate=rate)
     screen_figures(accounts, isolated, iso_start, scratch, kernel_book(bound), inst,
                    tier_terms(market) + (float(w_lo), float(w_hi)), tiers,
-                   (val.price, val.forward, val.settle_px, val.asset_px), (M.asset_cw, M.asset_bw),
+                   (val.price, val.forward, val.settle_px, val.asset_px),
+                   (today.price, today.forward, today.settle_px, today.asset_px), (M.asset_cw, M.asset_bw),
                    tuple(float(x) for x in option_margin), kernel_moving(market, rate), chunks)
-    g, fall, n_cross, separable = accounts
-    return Buckets(fall, g, n_cross, separable, *isolated)
+    g, fall, n_cross, separable, equity_today = accounts
+    return Buckets(fall, g, n_cross, separable, *isolated, equity_today)
 
 
 def _liquidation_rows(market: Market, bound: BoundBook, val: Valuation, rate: float, option_margin):

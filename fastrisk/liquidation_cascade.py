@@ -160,8 +160,8 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     from .kernels._jit import n_chunks
     from .kernels.cascade import (check_accounts, check_isolated, forced_flow, screen_accounts, screen_isolated,
                                   watch_accounts, watch_isolated)
-    from .kernels.margin import equity_before_after
-    from .liquidation import screen_buckets, kernel_book, kernel_moving
+    from .kernels.margin import account_equity
+    from .liquidation import kernel_book, screen_buckets
 
     mult0 = shock_multipliers(market, shock)
     insurance_fund, liquidation_fee, k = float(insurance_fund), float(liquidation_fee), float(k)
@@ -188,9 +188,7 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     iso_pos, iso_g = bk.iso_position, bk.iso_excess  # isolated positions j = 0, 1, ...
     iso_ref = np.zeros(len(iso_pos), np.int32)
     iso_live = np.ones(len(iso_pos), np.uint8)
-    moving = kernel_moving(market, rate)
-    settle_u = moving[1][bound.pos_instrument[iso_pos]]
-    iso_always = ((settle_u >= 0) & (settle_u != M.underlying[bound.pos_instrument[iso_pos]])).astype(np.uint8)
+    iso_always = bk.iso_always
     account_always = ((bk.separable == 0) & (bk.n_cross > 0)).astype(np.uint8)
     flag_account = np.zeros(n, np.uint8)
     flag_iso = np.zeros(len(iso_pos), np.uint8)
@@ -239,7 +237,7 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
             cand, iso_cand_k = np.flatnonzero(account_live), np.flatnonzero(iso_live)
         iso_cand = iso_pos[iso_cand_k]
         out = np.empty((3, len(cand)))
-        check_accounts(cand, out, kbook, inst, tiers, vt, weights, option_margin, n_chunks(len(cand), 1 << 11))
+        check_accounts(cand, out, kbook, inst, tiers, vt, weights, option_margin, n_chunks(len(cand), 1 << 8))
         out_iso = np.empty((3, len(iso_cand)))
         check_isolated(iso_cand, out_iso, kbook, inst, tiers, vt, option_margin)
         liq = (out[1] > 0) & (out[0] <= out[1])
@@ -285,15 +283,13 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
                            insurance_fund_left=fund, shortfall=bad - drawn, mult=mult.copy()))
         path += [(rnd, u, mult[u], flow[u], r[u]) for u in range(n_u)]
 
-    # Equity before: today's. After: survivors at the final prices; liquidated buckets keep what was left
-    # at close-out.
-    today, final = value_instruments(market, rate=rate), value_instruments(market, mult, rate=rate)
-    equity = empty((4, n))
-    equity_before_after(equity, kbook, inst, tiers, (today.price, today.forward, today.settle_px, today.asset_px),
-                        (final.price, final.forward, final.settle_px, final.asset_px), weights, option_margin)
-    equity_before = equity[0] + equity[1]
-    cross_after = np.where(account_live != 0, equity[2], left)
-    iso_after = equity[3]
+    # Equity after: survivors at the final prices; liquidated buckets keep what was left at close-out.
+    final = value_instruments(market, mult, rate=rate)
+    equity = empty((2, n))
+    account_equity(equity, kbook, inst, tiers, (final.price, final.forward, final.settle_px, final.asset_px),
+                   weights, option_margin)
+    cross_after = np.where(account_live != 0, equity[0], left)
+    iso_after = equity[1]
     for dead_pos, rest in iso_dead:
         out_iso = np.empty((3, len(dead_pos)))
         check_isolated(dead_pos, out_iso, kbook, inst, tiers,
@@ -301,7 +297,7 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
         np.add.at(iso_after, _owners(pos_start, dead_pos), rest - out_iso[0])
     equity_after = cross_after + iso_after
     return CascadeResult(_rounds_table(market, rounds), _accounts_table(
-        B.account_id, round_of, equity_before, eq_at, fee_paid, bad_debt, iso_count, equity_after),
+        B.account_id, round_of, bk.equity_today, eq_at, fee_paid, bad_debt, iso_count, equity_after),
         _path_table(market, path), stopped)
 
 

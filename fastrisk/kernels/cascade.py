@@ -37,46 +37,49 @@ SCREEN_MARGIN = 1e-9
 
 
 @kernel(parallel=True, nrt=False)
-def screen_figures(accounts, isolated_out, iso_start, scratch, book, inst, terms, tiers, val, weights, option_margin,
-                   moving, n_chunks):
+def screen_figures(accounts, isolated_out, iso_start, scratch, book, inst, terms, tiers, val, today, weights,
+                   option_margin, moving, n_chunks):
     """What the screen knows of every bucket at the valuation ``val`` (the shocked prices), from one pass over each
     account's positions and balances.
 
-    ``accounts = (g, fall, n_cross, separable)`` [a]: the cross bucket's excess equity - MM (USD, as
+    ``accounts = (g, fall, n_cross, separable, equity_today)`` [a]: the cross bucket's excess equity - MM (USD, as
     ``check_accounts`` computes it; inf without cross rows or MM), the sum over the underlyings it moves with of
     the larger of its fall rates down and up (0 without MM), how many underlyings it moves with
-    (``kernels.liquidation.position_exposure`` and ``balance_exposure``) and whether its equity separates by
-    underlying. ``isolated_out = (underlying, position, down, up, excess)`` [j]: each isolated position's (account
-    ``a``'s are ``iso_start[a]:``, in position order). A fall rate is how fast the bucket's g can fall per unit of
+    (``kernels.liquidation.position_exposure`` and ``balance_exposure``), whether its equity separates by
+    underlying, and (for the cascade's accounts table, while the rows are at hand) its equity at the valuation
+    ``today``, cross plus isolated, as ``margin.account_figures`` sums it. ``isolated_out = (underlying, position,
+    down, up, excess, always)`` [j]: each isolated position's (account ``a``'s are ``iso_start[a]:``, in position
+    order); ``always``: settled in a coin following another underlying (its equity does not separate). A fall rate is how fast the bucket's g can fall per unit of
     its underlying's factor moved that way, within the window of ``terms`` (``slope_bounds``: down ``max(hi, 0)``,
     up ``max(-lo, 0)``, inf where unbounded). ``scratch = (lo, hi, touched)`` [chunk, u], zero at entry and left
     so. The rest as in ``kernels.liquidation.liquidation_factors``."""
     for c in prange(n_chunks):
         _screen_chunk(np.int64(c), n_chunks, accounts, isolated_out, iso_start, scratch, book, inst, terms, tiers, val,
-                      weights, option_margin, moving)
+                      today, weights, option_margin, moving)
 
 
 @kernel(nrt=False)
-def _screen_chunk(c, n_chunks, accounts, isolated_out, iso_start, scratch, book, inst, terms, tiers, val, weights,
-                  option_margin, moving):
+def _screen_chunk(c, n_chunks, accounts, isolated_out, iso_start, scratch, book, inst, terms, tiers, val, today,
+                  weights, option_margin, moving):
     n = accounts[0].shape[0]
     for a in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-        _screen_account(a, c, accounts, isolated_out, iso_start, scratch, book, inst, terms, tiers, val, weights,
-                        option_margin, moving)
+        _screen_account(a, c, accounts, isolated_out, iso_start, scratch, book, inst, terms, tiers, val, today,
+                        weights, option_margin, moving)
 
 
 @inline
-def _screen_account(a, c, accounts, isolated_out, iso_start, scratch, book, inst, terms, tiers, val, weights,
-                    option_margin, moving):
+def _screen_account(a, c, accounts, isolated_out, iso_start, scratch, book, inst, terms, tiers, val, today,
+                    weights, option_margin, moving):
     """Account ``a``'s figures (``screen_figures``): its totals summed as ``margin.account_figures`` sums them,
     and the slope bounds of its rows moving with each underlying summed per underlying, in row order."""
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
         bal_amount = book
     kind, size, tier_first, tier_last, option_type, strike = inst
     price, forward, settle_px, asset_px = val
-    iso_u, iso_p, iso_down, iso_up, iso_excess = isolated_out
+    iso_u, iso_p, iso_down, iso_up, iso_excess, iso_always = isolated_out
     lo_u, hi_u, touched = scratch[0][c], scratch[1][c], scratch[2][c]
     sums = NO_POSITIONS
+    sums_today = NO_POSITIONS
     n_u = 0
     sep = True
     j = iso_start[a]
@@ -86,6 +89,10 @@ def _screen_account(a, c, accounts, isolated_out, iso_start, scratch, book, inst
         figures = position_figures(kind[i], quantity[p], size[i], price[i], forward[i], entry_price[p], tier_first[i],
                                    tier_last[i], option_type[i], strike[i], tiers, option_margin)
         sums = add_position(sums, usd_contribution(figures, kind[i], isolated[p], isolated_margin[p], px))
+        then = position_figures(kind[i], quantity[p], size[i], today[0][i], today[1][i], entry_price[p],
+                                tier_first[i], tier_last[i], option_type[i], strike[i], tiers, option_margin)
+        sums_today = add_position(sums_today, usd_contribution(then, kind[i], isolated[p], isolated_margin[p],
+                                                               today[2][i]))
         notional, _, value, _, mm, tier = figures
         own, coin = position_exposure(p, book, moving)
         if not isolated[p] and own < 0:
@@ -101,6 +108,7 @@ def _screen_account(a, c, accounts, isolated_out, iso_start, scratch, book, inst
             iso_down[j] = max(hi, 0.0) if has_mm else 0.0
             iso_up[j] = max(-lo, 0.0) if has_mm else 0.0
             iso_excess[j] = equity - mm * px if has_mm else np.inf
+            iso_always[j] = moving[1][i] >= 0 and moving[1][i] != u
             j += 1
             continue
         n_u = _touch(own, lo, hi, n_u, lo_u, hi_u, touched)
@@ -110,14 +118,17 @@ def _screen_account(a, c, accounts, isolated_out, iso_start, scratch, book, inst
             n_u = _touch(coin, d, d, n_u, lo_u, hi_u, touched)
     n_own = n_u
     collateral = 0.0
+    collateral_today = 0.0
     for b in range(bal_start[a], bal_start[a + 1]):
         k = bal_asset[b]
         cv = balance_usd(asset_px[k], bal_amount[b], weights[0][k], weights[1][k])
         collateral += cv
+        collateral_today += balance_usd(today[3][k], bal_amount[b], weights[0][k], weights[1][k])
         u = balance_exposure(b, book, moving)
         if u >= 0 and n_own > 0:
             n_u = _touch(u, cv, cv, n_u, lo_u, hi_u, touched)  # linear in m
     upnl, option_value, _, mm_total, _, _, _ = sums
+    upnl_today, option_today, _, _, _, isolated_today, _ = sums_today
     fall = 0.0
     for k in range(n_u):  # by underlying code, as the liquidation table's rows
         u = touched[k]
@@ -128,6 +139,7 @@ def _screen_account(a, c, accounts, isolated_out, iso_start, scratch, book, inst
     accounts[1][a] = fall if has_mm else 0.0
     accounts[2][a] = n_u
     accounts[3][a] = sep
+    accounts[4][a] = (collateral_today + upnl_today + option_today) + isolated_today
 
 
 @inline
@@ -229,10 +241,11 @@ def _fall(dx, fall_down, fall_up):
 @chunked(nrt=False)
 def check_accounts(candidates, out, book, inst, tiers, val, weights, option_margin, n_chunks):
     """Cross bucket of each candidate account at the round's prices: ``out`` [3, j] = equity, MM and gross
-    notional (USD), with the code of ``account_risk``. Chunked: a round's few candidates run serially (waking
-    the thread pool costs more than a few thousand accounts), a round with many in parallel. Without
-    reference counting: with it, unpacking the tuples of arrays per account cost 18x the arithmetic (54k
-    accounts, 1 thread: 55 ms, 3 ms without)."""
+    notional (USD), with the code of ``account_risk``. Chunked (the caller: at least 256 accounts a chunk): a
+    round's few candidates run serially (waking the thread pool costs more), a round with more in parallel
+    (scattered accounts cost ~0.3 us each, mostly memory latency, which the threads overlap). Without reference
+    counting: with it, unpacking the tuples of arrays per account cost 18x the arithmetic (54k accounts, 1
+    thread: 55 ms, 3 ms without)."""
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
         bal_amount = book
     price, forward, settle_px, asset_px = val
