@@ -195,6 +195,7 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     reach = np.full(int(max_rounds), np.inf)
     in_window = True
     horizon = -1.0  # the watch lists are built in round 1
+    watched = watched_dead = 0
 
     account_live = np.ones(n, np.uint8)
     round_of = np.full(n, -1, np.int32)
@@ -222,17 +223,25 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
         in_window = in_window and bool(np.all((x >= SCREEN_WINDOW[0]) & (x <= SCREEN_WINDOW[1])))
         if in_window:
             top = float(reach[:rnd].max())
-            if top > horizon:  # the buckets the screen may flag until the moves pass the new horizon
-                horizon = max(2.0 * top, WATCH_HORIZON)
-                watch_accounts(np.full(len(reach), horizon), bk.n_cross, fall_total, g_account, ref_account,
-                               account_live, account_always, flag_account)
+            # The buckets the screen may flag until the moves pass the horizon: rebuilt when they do (with a horizon
+            # twice as far), or when most are gone (a crash's first round liquidates most of them).
+            if top > horizon or 2 * watched_dead > watched:
+                horizon = max(horizon, 2.0 * top, WATCH_HORIZON)
+                watch_accounts(horizon, bk.n_cross, fall_total, g_account, account_live, account_always, flag_account)
                 watch_isolated(horizon, bk.iso_down, bk.iso_up, iso_always, iso_g, iso_live, flag_iso)
                 watch, iso_watch = np.flatnonzero(flag_account), np.flatnonzero(flag_iso)
+                # Their figures, gathered (kept in step below): a round reads them contiguously.
+                w_g, w_fall, w_ref, w_live, w_always = (
+                    c[watch] for c in (g_account, fall_total, ref_account, account_live, account_always))
+                iw_u, iw_down, iw_up, iw_g, iw_ref, iw_live, iw_always = (
+                    c[iso_watch] for c in (bk.iso_underlying, bk.iso_down, bk.iso_up, iso_g, iso_ref, iso_live,
+                                           iso_always))
                 found, iso_found = np.empty_like(watch), np.empty_like(iso_watch)
-            cand = found[:screen_accounts(watch, reach, bk.n_cross, fall_total, g_account, ref_account,
-                                          account_live, account_always, found)]
-            iso_cand_k = iso_found[:screen_isolated(iso_watch, x, hist, bk.iso_underlying, bk.iso_down, bk.iso_up,
-                                                    iso_always, iso_g, iso_ref, iso_live, iso_found)]
+                watched, watched_dead = len(watch) + len(iso_watch), 0
+            slots = found[:screen_accounts(reach, w_g, w_fall, w_ref, w_live, w_always, found)]
+            iso_slots = iso_found[:screen_isolated(x, hist, iw_u, iw_down, iw_up, iw_g, iw_ref, iw_live, iw_always,
+                                                   iso_found)]
+            cand, iso_cand_k = watch[slots], iso_watch[iso_slots]
         else:  # beyond the window the fall rates hold over: every live bucket is checked
             cand, iso_cand_k = np.flatnonzero(account_live), np.flatnonzero(iso_live)
         iso_cand = iso_pos[iso_cand_k]
@@ -244,11 +253,16 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
         liq_iso = (out_iso[1] > 0) & (out_iso[0] <= out_iso[1])
         # Survivors are their own new reference: g known exactly at this round's moves.
         alive, alive_k = cand[~liq], iso_cand_k[~liq_iso]
-        g_account[alive] = np.where(out[1, ~liq] > 0, out[0, ~liq] - out[1, ~liq], np.inf)
+        g_account[alive] = g_alive = np.where(out[1, ~liq] > 0, out[0, ~liq] - out[1, ~liq], np.inf)
         ref_account[alive] = rnd - 1
-        iso_g[alive_k] = np.where(out_iso[1, ~liq_iso] > 0, out_iso[0, ~liq_iso] - out_iso[1, ~liq_iso], np.inf)
+        iso_g[alive_k] = g_alive_k = np.where(out_iso[1, ~liq_iso] > 0, out_iso[0, ~liq_iso] - out_iso[1, ~liq_iso],
+                                              np.inf)
         iso_ref[alive_k] = rnd - 1
         dead, dead_pos = cand[liq], iso_cand[liq_iso]
+        if in_window:  # the watched copies
+            w_g[slots[~liq]], w_ref[slots[~liq]], w_live[slots[liq]] = g_alive, rnd - 1, 0
+            iw_g[iso_slots[~liq_iso]], iw_ref[iso_slots[~liq_iso]], iw_live[iso_slots[liq_iso]] = g_alive_k, rnd - 1, 0
+            watched_dead += len(dead) + len(dead_pos)
         if len(dead) == 0 and len(dead_pos) == 0:
             stopped = "no liquidations"
             break

@@ -18,7 +18,8 @@ shocked prices (``liquidation_cascade.SCREEN_WINDOW``); the caller checks everyo
 
 The bound grows with the largest move since a bucket's reference, so a round screens only the buckets it can
 flag at a *horizon* no move has passed yet (``watch_accounts``, ``watch_isolated``: a pass over every bucket,
-redone with a horizon twice as far whenever the moves pass it); the others stay safe until then.
+redone with a horizon twice as far whenever the moves pass it); the others stay safe until then. The watched
+buckets' figures are gathered into arrays of their own, which a round reads contiguously.
 """
 
 from __future__ import annotations
@@ -160,69 +161,58 @@ def _touch(u, lo, hi, n_u, lo_u, hi_u, touched):
 
 
 @inline
-def _account_may_fall(a, reach, n_cross, fall_total, g_account, ref_account, account_live, account_always):
-    """Whether live cross bucket ``a`` may have become liquidatable: always when it is marked ``account_always``
-    [a] (its equity does not separate by underlying); else when, last known to have excess ``g_account[a]`` at
-    the moves of round ``ref_account[a]``, it may have fallen by ``fall_total[a] * reach[k]`` since
-    (``fall_total`` = the sum over its cross rows of the larger fall rate, ``reach[k]`` = the largest move of
-    any underlying since round k) as far as its excess (with a relative slack far above rounding). Monotone
-    in ``reach`` (``fall_total`` >= 0): what it flags at some reach it flags at any larger one."""
-    if account_live[a] == 0 or n_cross[a] == 0:
-        return False
-    return account_always[a] or fall_total[a] * reach[ref_account[a]] * (1.0 + 1e-12) >= \
-        g_account[a] * (1.0 - SCREEN_MARGIN)
+def _may_fall(g, fall, reach, always):
+    """Whether a bucket last known to have excess ``g`` may have become liquidatable after moves of at most
+    ``reach`` since (the largest move of any underlying since its reference round), its g falling by at most
+    ``fall`` per unit of move (a cross bucket: the sum over its rows of the larger fall rate): always when
+    ``always`` (its equity does not separate by underlying). With a relative slack far above rounding.
+    Monotone in ``reach`` (``fall`` >= 0): what it flags at some reach it flags at any larger one."""
+    return always or fall * reach * (1.0 + 1e-12) >= g * (1.0 - SCREEN_MARGIN)
 
 
 @kernel(parallel=True, nrt=False)
-def watch_accounts(horizon, n_cross, fall_total, g_account, ref_account, account_live, account_always, flag):
-    """``flag[a] = 1`` for every cross bucket ``screen_accounts`` may flag while no underlying has moved more than
-    ``horizon`` [k] (the same value for every round k) from any round's prices: the accounts a round screens.
-    Accounts run in parallel; every flag is written (0 or 1)."""
+def watch_accounts(horizon, n_cross, fall_total, g_account, account_live, account_always, flag):
+    """``flag[a] = 1`` for every live cross bucket ``screen_accounts`` may flag while no underlying has moved more
+    than ``horizon`` from any round's prices: the accounts the rounds screen until then. Every flag is written."""
     for a in prange(n_cross.shape[0]):
-        flag[a] = _account_may_fall(a, horizon, n_cross, fall_total, g_account, ref_account, account_live,
-                                    account_always)
+        flag[a] = account_live[a] != 0 and n_cross[a] != 0 and _may_fall(g_account[a], fall_total[a], horizon,
+                                                                         account_always[a])
 
 
 @kernel(nrt=False)
-def screen_accounts(watch, reach, n_cross, fall_total, g_account, ref_account, account_live, account_always,
-                    candidates):
-    """The cross buckets of ``watch`` [j] the moves since the shock may have made liquidatable
-    (``_account_may_fall``), into ``candidates`` [: k]; returns k. Serial: a few thousand buckets per round."""
+def screen_accounts(reach, g, fall, ref, live, always, found):
+    """The watched cross buckets s (``watch_accounts``; their figures gathered, [s]) that the moves since the
+    shock may have made liquidatable (``_may_fall`` with ``reach[ref[s]]``: the largest move since their
+    reference round), into ``found`` [: k]; returns k. Serial: a round watches a few ten thousand."""
     k = 0
-    for j in range(watch.shape[0]):
-        a = watch[j]
-        if _account_may_fall(a, reach, n_cross, fall_total, g_account, ref_account, account_live, account_always):
-            candidates[k] = a
+    for s in range(g.shape[0]):
+        if live[s] and _may_fall(g[s], fall[s], reach[ref[s]], always[s]):
+            found[k] = s
             k += 1
     return k
 
 
 @kernel(parallel=True, nrt=False)
 def watch_isolated(horizon, fall_down, fall_up, iso_always, g_iso, iso_live, flag):
-    """``watch_accounts`` for the isolated positions j: ``flag[j] = 1`` for every one ``screen_isolated`` may flag
-    while no underlying has moved more than ``horizon`` from any round's prices (its own underlying's move
-    then makes it fall by at most the larger of its fall rates times ``horizon``)."""
+    """``watch_accounts`` for the isolated positions j (its own underlying's move makes one fall by at most the
+    larger of its fall rates times ``horizon``)."""
     for j in prange(fall_down.shape[0]):
-        flag[j] = iso_live[j] != 0 and (iso_always[j] or max(fall_down[j], fall_up[j]) * horizon >=
-                                        g_iso[j] * (1.0 - SCREEN_MARGIN))
+        flag[j] = iso_live[j] != 0 and _may_fall(g_iso[j], max(fall_down[j], fall_up[j]), horizon, iso_always[j])
 
 
 @kernel(nrt=False)
-def screen_isolated(watch, x, hist, iso_u, fall_down, fall_up, iso_always, g_iso, ref_iso, iso_live, candidates):
-    """``screen_accounts`` for the isolated positions j of ``watch``, each its own bucket moved by its underlying
-    ``iso_u`` [j], with its own fall rates, excess ``g_iso`` [j] and reference ``ref_iso`` [j] (``x`` [u]: the
-    moves since the shock, ``hist`` [k, u]: round k's): those that may have become liquidatable, always (when
-    live) those marked ``iso_always`` [j], into ``candidates`` [: k]; returns k. Indexed by j, not by position,
-    so the arrays read are contiguous."""
+def screen_isolated(x, hist, iso_u, fall_down, fall_up, g, ref, live, always, found):
+    """``screen_accounts`` for the watched isolated positions s, each its own bucket moved by its underlying
+    ``iso_u`` [s], by its own fall rate that way (``x`` [u]: the moves since the shock, ``hist`` [k, u]: round
+    k's)."""
     k = 0
-    for q in range(watch.shape[0]):
-        j = watch[q]
-        if iso_live[j] == 0:
+    for s in range(g.shape[0]):
+        if live[s] == 0:
             continue
-        u = iso_u[j]
-        own = _fall(x[u] - hist[ref_iso[j], u], fall_down[j], fall_up[j])
-        if iso_always[j] or own >= g_iso[j] * (1.0 - SCREEN_MARGIN):
-            candidates[k] = j
+        u = iso_u[s]
+        own = _fall(x[u] - hist[ref[s], u], fall_down[s], fall_up[s])
+        if always[s] or own >= g[s] * (1.0 - SCREEN_MARGIN):
+            found[k] = s
             k += 1
     return k
 
