@@ -50,10 +50,11 @@ def screen_figures(accounts, isolated_out, iso_start, scratch, book, inst, terms
     underlying, and (for the cascade's accounts table, while the rows are at hand) its equity at the valuation
     ``today``, cross plus isolated, as ``margin.account_figures`` sums it. ``isolated_out = (underlying, position,
     down, up, excess, always)`` [j]: each isolated position's (account ``a``'s are ``iso_start[a]:``, in position
-    order); ``always``: settled in a coin following another underlying (its equity does not separate). A fall rate is how fast the bucket's g can fall per unit of
-    its underlying's factor moved that way, within the window of ``terms`` (``slope_bounds``: down ``max(hi, 0)``,
-    up ``max(-lo, 0)``, inf where unbounded). ``scratch = (lo, hi, touched)`` [chunk, u], zero at entry and left
-    so. The rest as in ``kernels.liquidation.liquidation_factors``."""
+    order); ``always``: settled in a coin following another underlying (its equity does not separate). A fall
+    rate is how fast the bucket's g can fall per unit of its underlying's factor moved that way, within the
+    window of ``terms`` (``slope_bounds``: down ``max(hi, 0)``, up ``max(-lo, 0)``, inf where unbounded).
+    ``scratch = (lo, hi, touched)`` [chunk, u], zero at entry and left so. The rest as in
+    ``kernels.liquidation.liquidation_factors``."""
     for c in prange(n_chunks):
         _screen_chunk(np.int64(c), n_chunks, accounts, isolated_out, iso_start, scratch, book, inst, terms, tiers, val,
                       today, weights, option_margin, moving)
