@@ -99,24 +99,23 @@ def screen_buckets(market: Market, bound: BoundBook, val: Valuation, *, rate: fl
     of m moved down and up, one underlying at a time, for m in ``window`` (default: the whole search range;
     see ``kernels.cascade.screen_figures``)."""
     from .kernels._jit import n_chunks
-    from .kernels.cascade import screen_figures
-    from .kernels.liquidation import M_MAX, M_MIN, count_isolated
+    from .kernels.cascade import chunk_isolated, screen_figures
+    from .kernels.liquidation import M_MAX, M_MIN
 
     w_lo, w_hi = (M_MIN, M_MAX) if window is None else window
     M, B = market.arrays, bound.book
     n, n_u = len(B.account_id), len(M.index_price)
-    n_iso = empty(n, np.int64)
-    count_isolated(n_iso, B.pos_start, B.isolated)
-    iso_start = np.zeros(n + 1, np.int64)
-    np.cumsum(n_iso, out=iso_start[1:])
-    j = int(iso_start[-1])
+    chunks = n_chunks(n, 1 << 12)
+    iso_chunk = np.zeros(chunks + 1, np.int64)
+    chunk_isolated(iso_chunk[1:], B.pos_start, B.isolated, chunks)
+    np.cumsum(iso_chunk, out=iso_chunk)
+    j = int(iso_chunk[-1])
     accounts = (empty(n), empty(n), empty(n, np.int32), empty(n, np.uint8), empty(n))
     isolated = (empty(j, np.int32), empty(j, np.int64), empty(j), empty(j), empty(j), empty(j, np.uint8))
-    chunks = n_chunks(n, 1 << 12)
     scratch = (np.zeros((chunks, n_u)), np.zeros((chunks, n_u)), np.zeros((chunks, n_u), np.int64))
     inst, tiers = kernel_market(market)
     today = value_instruments(market, rate=rate)
-    screen_figures(accounts, isolated, iso_start, scratch, kernel_book(bound), inst,
+    screen_figures(accounts, isolated, iso_chunk, scratch, kernel_book(bound), inst,
                    tier_terms(market) + (float(w_lo), float(w_hi)), tiers,
                    (val.price, val.forward, val.settle_px, val.asset_px),
                    (today.price, today.forward, today.settle_px, today.asset_px), (M.asset_cw, M.asset_bw),

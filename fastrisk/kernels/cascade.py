@@ -38,7 +38,7 @@ SCREEN_MARGIN = 1e-9
 
 
 @kernel(parallel=True, nrt=False)
-def screen_figures(accounts, isolated_out, iso_start, scratch, book, inst, terms, tiers, val, today, weights,
+def screen_figures(accounts, isolated_out, iso_chunk, scratch, book, inst, terms, tiers, val, today, weights,
                    option_margin, moving, n_chunks):
     """What the screen knows of every bucket at the valuation ``val`` (the shocked prices), from one pass over each
     account's positions and balances.
@@ -49,31 +49,33 @@ def screen_figures(accounts, isolated_out, iso_start, scratch, book, inst, terms
     (``kernels.liquidation.position_exposure`` and ``balance_exposure``), whether its equity separates by
     underlying, and (for the cascade's accounts table, while the rows are at hand) its equity at the valuation
     ``today``, cross plus isolated, as ``margin.account_figures`` sums it. ``isolated_out = (underlying, position,
-    down, up, excess, always)`` [j]: each isolated position's (account ``a``'s are ``iso_start[a]:``, in position
-    order); ``always``: settled in a coin following another underlying (its equity does not separate). A fall
+    down, up, excess, always)`` [j]: each isolated position's, in position order (chunk c's from ``iso_chunk[c]``:
+    ``chunk_isolated``); ``always``: settled in a coin following another underlying (its equity does not separate). A fall
     rate is how fast the bucket's g can fall per unit of its underlying's factor moved that way, within the
     window of ``terms`` (``slope_bounds``: down ``max(hi, 0)``, up ``max(-lo, 0)``, inf where unbounded).
     ``scratch = (lo, hi, touched)`` [chunk, u], zero at entry and left so. The rest as in
     ``kernels.liquidation.liquidation_factors``."""
     for c in prange(n_chunks):
-        _screen_chunk(np.int64(c), n_chunks, accounts, isolated_out, iso_start, scratch, book, inst, terms, tiers, val,
+        _screen_chunk(np.int64(c), n_chunks, accounts, isolated_out, iso_chunk, scratch, book, inst, terms, tiers, val,
                       today, weights, option_margin, moving)
 
 
 @kernel(nrt=False)
-def _screen_chunk(c, n_chunks, accounts, isolated_out, iso_start, scratch, book, inst, terms, tiers, val, today,
+def _screen_chunk(c, n_chunks, accounts, isolated_out, iso_chunk, scratch, book, inst, terms, tiers, val, today,
                   weights, option_margin, moving):
     n = accounts[0].shape[0]
+    j = iso_chunk[c]
     for a in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-        _screen_account(a, c, accounts, isolated_out, iso_start, scratch, book, inst, terms, tiers, val, today,
-                        weights, option_margin, moving)
+        j = _screen_account(a, c, j, accounts, isolated_out, scratch, book, inst, terms, tiers, val, today,
+                            weights, option_margin, moving)
 
 
 @inline
-def _screen_account(a, c, accounts, isolated_out, iso_start, scratch, book, inst, terms, tiers, val, today,
-                    weights, option_margin, moving):
+def _screen_account(a, c, j, accounts, isolated_out, scratch, book, inst, terms, tiers, val, today, weights,
+                    option_margin, moving):
     """Account ``a``'s figures (``screen_figures``): its totals summed as ``margin.account_figures`` sums them,
-    and the slope bounds of its rows moving with each underlying summed per underlying, in row order."""
+    and the slope bounds of its rows moving with each underlying summed per underlying, in row order. Its
+    isolated positions are written from ``j`` on; returns where the next account's start."""
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
         bal_amount = book
     kind, size, tier_first, tier_last, option_type, strike = inst
@@ -84,7 +86,6 @@ def _screen_account(a, c, accounts, isolated_out, iso_start, scratch, book, inst
     sums_today = NO_POSITIONS
     n_u = 0
     sep = True
-    j = iso_start[a]
     for p in range(index(pos_start[a]), index(pos_start[a + 1])):
         i = index(pos_instrument[p])
         px = settle_px[i]
@@ -142,6 +143,19 @@ def _screen_account(a, c, accounts, isolated_out, iso_start, scratch, book, inst
     accounts[2][a] = n_u
     accounts[3][a] = sep
     accounts[4][a] = (collateral_today + upnl_today + option_today) + isolated_today
+    return j
+
+
+@kernel(parallel=True, nrt=False)
+def chunk_isolated(counts, pos_start, isolated, n_chunks):
+    """The isolated positions of each chunk of accounts (``screen_figures``' chunks) into ``counts`` [chunk]: a
+    flat sum over the chunk's positions, which vectorises (per account, the loop overhead dominates)."""
+    n = pos_start.shape[0] - 1
+    for c in prange(n_chunks):
+        k = 0
+        for p in range(index(pos_start[c * n // n_chunks]), index(pos_start[(c + 1) * n // n_chunks])):
+            k += isolated[p]
+        counts[c] = k
 
 
 @inline

@@ -156,17 +156,6 @@ def count_rows(n_rows, n_cross, separable, exposure, book, moving):
         separable[a] = sep
 
 
-@kernel(parallel=True, nrt=False)
-def count_isolated(n_iso, pos_start, isolated):
-    """Each account's isolated positions into ``n_iso`` [a] (where the cascade screen's rows of an account
-    start)."""
-    for a in prange(n_iso.shape[0]):
-        k = 0
-        for p in range(index(pos_start[a]), index(pos_start[a + 1])):
-            k += isolated[p]
-        n_iso[a] = k
-
-
 @inline
 def position_shape(i, u, kind, settle_underlying, mm_convex):
     """How a future or option on ``u`` (its own underlying) makes its bucket's g behave (module docstring):
