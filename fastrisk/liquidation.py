@@ -128,11 +128,18 @@ def _liquidation_rows(market: Market, bound: BoundBook, val: Valuation, rate: fl
     """The SPEC §4 columns as ``kernels.liquidation.liquidation_factors`` writes them (its ``out``), run on every
     account moving one underlying at a time from the valuation ``val``, allocated here."""
     from .kernels._jit import n_chunks
-    from .kernels.liquidation import FIGURES, M_MAX, M_MIN, count_rows, liquidation_factors
+    from .kernels.liquidation import FIGURES, GRID_K, M_MAX, M_MIN, count_rows, liquidation_factors, option_grid
 
     M, B = market.arrays, bound.book
     book = kernel_book(bound)
     moving = kernel_moving(market, rate)
+    vt = (val.price, val.forward, val.settle_px, val.asset_px)
+    # Every option's price at every grid point of the walks, read there instead of re-priced.
+    is_option = M.kind == C.OPTION
+    grid_row = np.full(len(M.kind), -1, np.int64)
+    grid_row[is_option] = np.arange(int(is_option.sum()))
+    grid_prices = empty((int(is_option.sum()), 2 * GRID_K + 1))
+    option_grid(grid_prices, grid_row, M.kind, M.option_type, M.strike, vt, moving)
     n, n_pos, n_u = len(B.account_id), len(B.quantity), len(M.index_price)
     # Small account chunks: heavy-tailed accounts balance over the threads; each chunk has its own scratch.
     chunks = n_chunks(n, 1 << 12)
@@ -151,9 +158,8 @@ def _liquidation_rows(market: Market, bound: BoundBook, val: Valuation, rate: fl
     inst, tiers = kernel_market(market)
     liquidation_factors(row_start, n_cross, exposure, empty(n_pos, np.int64), scratch, out,
                         (B.account_id, B.instrument_id, M.index_price), book, inst,
-                        tier_terms(market) + (M_MIN, M_MAX), tiers,
-                        (val.price, val.forward, val.settle_px, val.asset_px), (M.asset_cw, M.asset_bw),
-                        tuple(float(x) for x in option_margin), moving, chunks)
+                        tier_terms(market) + (M_MIN, M_MAX), tiers, vt, (M.asset_cw, M.asset_bw),
+                        tuple(float(x) for x in option_margin), moving + (grid_row, grid_prices), chunks)
     return out
 
 

@@ -70,6 +70,8 @@ from .margin import (NO_POSITIONS, add_position, balance_usd, isolated_bucket, m
 M_MIN, M_MAX = 1e-4, 1e4
 GRID_PER_DECADE = 64
 _GRID_STEP = math.log(10.0) / GRID_PER_DECADE
+# Grid points exp(k * _GRID_STEP) for |k| <= GRID_K span the search range [M_MIN, M_MAX].
+GRID_K = 4 * GRID_PER_DECADE
 REL_TOL = 1e-13
 
 # How g(m) behaves between breakpoints (see the module docstring), in increasing order of search effort.
@@ -156,6 +158,24 @@ def count_rows(n_rows, n_cross, separable, exposure, book, moving):
         separable[a] = sep
 
 
+@kernel(parallel=True, nrt=False)
+def option_grid(prices, grid_row, kind, option_type, strike, val, moving):
+    """The price of every option at every grid point of the search, ``prices`` [r, GRID_K + k] = its price with its
+    underlying moved by exp(k * _GRID_STEP) (``margin.moved_instrument``, so bit for bit what an evaluation there
+    computes), option ``i`` being row ``grid_row[i]`` (-1 for futures). The walks of option buckets step from grid
+    point to grid point: each would otherwise re-price its options with Black-76 at every step, though a venue
+    has far fewer options than option positions (436 against 113k in the benchmark's)."""
+    price, forward, settle_px = val[0], val[1], val[2]
+    for i in prange(grid_row.shape[0]):
+        r = grid_row[i]
+        if r < 0:
+            continue
+        for k in range(prices.shape[1]):
+            m = math.exp((k - GRID_K) * _GRID_STEP)
+            prices[r, k] = moved_instrument(i, moving[0][i], m, kind, option_type, strike, price, forward, settle_px,
+                                            moving, np.nan)[0]
+
+
 @inline
 def position_shape(i, u, kind, settle_underlying, mm_convex):
     """How a future or option on ``u`` (its own underlying) makes its bucket's g behave (module docstring):
@@ -175,8 +195,8 @@ def position_shape(i, u, kind, settle_underlying, mm_convex):
 # ------------------------------------------------------------------------------------- a bucket's g(m)
 
 @inline
-def moving_figures(a, p, u, m, lo, hi, sep, order, book, inst, tiers, val, weights, option_margin, moving, rows, prev,
-                   cur, slopes, down):
+def moving_figures(a, p, u, m, kg, lo, hi, sep, order, book, inst, tiers, val, weights, option_margin, moving, rows,
+                   prev, cur, slopes, down):
     """``(equity, MM, low, slope, segment end)`` in USD, at ``m``, of the rows of a bucket that move with ``u``:
     isolated position ``p`` when ``p >= 0``; else account ``a``'s cross positions on ``u`` (``order[lo:hi]``),
     its other cross positions settled in a coin following ``u`` (only when not ``sep``arable) and its balances
@@ -188,7 +208,10 @@ def moving_figures(a, p, u, m, lo, hi, sep, order, book, inst, tiers, val, weigh
     equity and MM are monotone there (``GRID_WALK``); else ``low`` is 0.
 
     With ``slopes`` (a linear bucket), also g's exact slope in m just beyond ``m`` (below it if ``down``) and
-    the nearest factor there where it changes (``outward_slope``); else those two are 0 and 0 or inf."""
+    the nearest factor there where it changes (``outward_slope``); else those two are 0 and 0 or inf.
+
+    ``kg >= 0``: ``m`` is grid point ``kg - GRID_K`` (``next_point``), where the options' prices are read from
+    ``moving[9]`` (``option_grid``) instead of re-priced."""
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
         bal_amount = book
     kind, option_type, strike = inst[0], inst[4], inst[5]
@@ -227,7 +250,8 @@ def moving_figures(a, p, u, m, lo, hi, sep, order, book, inst, tiers, val, weigh
                 if isolated[q] or inst_underlying[i] == u or settle_underlying[i] != u:
                     continue
             i = index(pos_instrument[q])
-            pr, fw, px = moved_instrument(i, u, m, kind, option_type, strike, price, forward, settle_px, moving)
+            known = moving[9][moving[8][i], kg] if kg >= 0 and moving[8][i] >= 0 else np.nan
+            pr, fw, px = moved_instrument(i, u, m, kind, option_type, strike, price, forward, settle_px, moving, known)
             notional, upnl, value, im, mm, tier = position_figures(
                 kind[i], quantity[q], inst[1][i], pr, fw, entry_price[q], inst[2][i], inst[3][i], option_type[i],
                 strike[i], tiers, option_margin)
@@ -418,15 +442,16 @@ def reachable(figure, cap, first, last, n_lo, n_hi):
 
 @inline
 def next_point(m, down, cells, p, lo, hi, order, u, book, inst, tiers, val, moving):
-    """The nearest factor beyond ``m`` (below it if ``down``) where a walk must look: a breakpoint of one of
-    the bucket's futures on ``u``, the grid point ``cells`` cells beyond ``m`` (none if 0) or the end of the
-    range."""
+    """``(x, kg)``: the nearest factor beyond ``m`` (below it if ``down``) where a walk must look: a breakpoint of
+    one of the bucket's futures on ``u``, the grid point ``cells`` cells beyond ``m`` (none if 0) or the end of
+    the range; ``kg``: ``GRID_K`` + the grid point's k when it is that (``option_grid``), else -1."""
     _, pos_instrument, quantity, _, _, _, _, _, _ = book
     kind, size, tier_first, tier_last = inst[0], inst[1], inst[2], inst[3]
     cap = tiers[0]
     price = val[0]
     inst_underlying = moving[0]
     best = M_MIN if down else M_MAX
+    kg = -1
     if cells > 0:
         # The first grid point strictly beyond m, then cells - 1 more.
         k = math.floor(math.log(m) / _GRID_STEP) if down else math.ceil(math.log(m) / _GRID_STEP)
@@ -434,8 +459,11 @@ def next_point(m, down, cells, p, lo, hi, order, u, book, inst, tiers, val, movi
             k -= 1
         elif not down and math.exp(k * _GRID_STEP) <= m:
             k += 1
-        g = math.exp((k - (cells - 1) if down else k + (cells - 1)) * _GRID_STEP)
-        best = max(best, g) if down else min(best, g)
+        k = k - (cells - 1) if down else k + (cells - 1)
+        g = math.exp(k * _GRID_STEP)
+        if g > best if down else g < best:
+            best = g
+            kg = np.int64(k) + GRID_K
     if p >= 0:
         lo, hi = 0, 1
     for j in range(lo, hi):
@@ -451,9 +479,11 @@ def next_point(m, down, cells, p, lo, hi, order, u, book, inst, tiers, val, movi
             if down:
                 if best < x < m:
                     best = x
+                    kg = -1
             elif m < x < best:
                 best = x
-    return best
+                kg = -1
+    return best, kg
 
 
 @inline
@@ -540,24 +570,25 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
     # tangent at 1 (above it) reaches 0 in range.
     check_end = how == CONCAVE and line_root == end
     g_end = np.nan
+    kx = -1  # the grid index of x (``next_point``), -1 off the grid
     if certify:
-        x, chosen, cur = 1.0, True, 0  # first, each row's figures at m = 1 into rows[0]
+        x, kx, chosen, cur = 1.0, GRID_K, True, 0  # first, each row's figures at m = 1 into rows[0]
     while True:
         if not chosen:
             # The walk's next point, or farther when the safe skip reaches beyond it.
             safe = near + sgn * (g_near / fall)
             if safe < end if down else safe > end:
                 return np.nan
-            x = end if check_end else next_point(near, down, cells if how >= GRID_WALK else 0, p, lo, hi, order,
-                                                 u, book, inst, tiers, val, moving)
+            x, kx = (end, -1) if check_end else next_point(near, down, cells if how >= GRID_WALK else 0, p, lo, hi,
+                                                           order, u, book, inst, tiers, val, moving)
             skipped = safe < x if down else safe > x
             if skipped:
-                x = safe  # beyond the step: certified by the slope bound
+                x, kx = safe, -1  # beyond the step: certified by the slope bound
         chosen = False
         if x == end and not np.isnan(g_end):
             gx = g_end
         else:
-            eq, mm, low, slope_x, seg_x = moving_figures(a, p, u, x, lo, hi, sep, order, book, inst, tiers, val,
+            eq, mm, low, slope_x, seg_x = moving_figures(a, p, u, x, kx, lo, hi, sep, order, book, inst, tiers, val,
                                                          weights, option_margin, moving, rows,
                                                          prev if certify else -1, cur, linear, down)
             gx = (fixed + eq) - mm
@@ -622,7 +653,7 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
             step = tol
         elif not step <= width - tol:
             step = width - tol
-        x = far + toward * step
+        x, kx = far + toward * step, -1
         chosen = True
 
 

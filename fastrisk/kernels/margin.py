@@ -163,25 +163,31 @@ NO_POSITIONS = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
 
 
 @inline
-def moved_instrument(i, u, m, kind, option_type, strike, price, forward, settle_px, moving):
+def moved_instrument(i, u, m, kind, option_type, strike, price, forward, settle_px, moving, known):
     """``(price, forward, settle_px)`` of instrument ``i`` with underlying ``u`` moved by the factor ``m`` on
     top of the valuation given (``u < 0``: the valuation unchanged, read as is).
 
     ``moving = (inst_underlying [i], settle_underlying [i], asset_underlying [asset], mark [i], model_base [i],
-    expiry_years [i], vol [i], rate)``: what it takes to move an instrument by itself. Futures' marks and the
+    expiry_years [i], vol [i], rate, ...)``: what it takes to move an instrument by itself. Futures' marks and the
     forward scale by ``m``; options are re-valued with Black-76 at the moved forward, a given mark moving by
-    the model's change (``valuation.marked_value``); a settle asset that follows ``u`` scales by ``m``.
+    the model's change (``valuation.marked_value``), unless ``known`` (not NaN) is that price, computed before;
+    a settle asset that follows ``u`` scales by ``m``.
     """
     p = price[i]
     f = forward[i]
     s = settle_px[i]
     if u >= 0:
-        inst_underlying, settle_underlying, _, mark, model_base, years, vol, rate = moving
+        inst_underlying, settle_underlying, mark, model_base, years, vol, rate = (moving[0], moving[1], moving[3],
+                                                                                 moving[4], moving[5], moving[6],
+                                                                                 moving[7])
         if inst_underlying[i] == u:
             f = f * m
             if kind[i] == OPTION:
-                v = black76(f, strike[i], years[i], vol[i], option_type[i] == CALL, rate)[0]
-                p = marked_value(mark[i], v, model_base[i])
+                if np.isnan(known):
+                    v = black76(f, strike[i], years[i], vol[i], option_type[i] == CALL, rate)[0]
+                    p = marked_value(mark[i], v, model_base[i])
+                else:
+                    p = known
             else:
                 p = p * m
         if settle_underlying[i] == u:
