@@ -128,18 +128,17 @@ def _liquidation_rows(market: Market, bound: BoundBook, val: Valuation, rate: fl
     """The SPEC §4 columns as ``kernels.liquidation.liquidation_factors`` writes them (its ``out``), run on every
     account moving one underlying at a time from the valuation ``val``, allocated here."""
     from .kernels._jit import n_chunks
-    from .kernels.liquidation import FIGURES, GRID_K, M_MAX, M_MIN, count_rows, liquidation_factors, option_grid
+    from .kernels.liquidation import FIGURES, GRID_K, M_MAX, M_MIN, count_rows, liquidation_factors
 
     M, B = market.arrays, bound.book
     book = kernel_book(bound)
     moving = kernel_moving(market, rate)
     vt = (val.price, val.forward, val.settle_px, val.asset_px)
-    # Every option's price at every grid point of the walks, read there instead of re-priced.
+    # The options' prices at the walks' grid points, kept as they are first computed (kernels.liquidation).
     is_option = M.kind == C.OPTION
     grid_row = np.full(len(M.kind), -1, np.int64)
     grid_row[is_option] = np.arange(int(is_option.sum()))
-    grid_prices = empty((int(is_option.sum()), 2 * GRID_K + 1))
-    option_grid(grid_prices, grid_row, M.kind, M.option_type, M.strike, vt, moving)
+    grid_prices = np.full((int(is_option.sum()), 2 * GRID_K + 1), np.nan)
     n, n_pos, n_u = len(B.account_id), len(B.quantity), len(M.index_price)
     # Small account chunks: heavy-tailed accounts balance over the threads; each chunk has its own scratch.
     chunks = n_chunks(n, 1 << 12)

@@ -198,3 +198,19 @@ def test_sorted_and_typed(generated):
         d = table.column(c).drop_null().to_numpy()
         assert np.all(d >= 0)
     assert pa.compute.all(pa.compute.is_valid(table.column("index_price"))).as_py()
+
+
+def test_thread_count_changes_nothing():
+    # Accounts run in parallel chunks, and option buckets share the options' prices at the walks' grid points,
+    # which whichever thread gets there first computes: every row is bit-identical whatever the thread count.
+    import numba
+
+    market, book = fr.generate.exchange(3000, seed=11, options=True)
+    default = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = fr.liquidation_prices(market, book)
+    finally:
+        numba.set_num_threads(default)
+    assert one.equals(fr.liquidation_prices(market, book))
+    assert pa.compute.sum(one.column("liq_price_down").is_valid()).as_py() > 1000

@@ -158,24 +158,6 @@ def count_rows(n_rows, n_cross, separable, exposure, book, moving):
         separable[a] = sep
 
 
-@kernel(parallel=True, nrt=False)
-def option_grid(prices, grid_row, kind, option_type, strike, val, moving):
-    """The price of every option at every grid point of the search, ``prices`` [r, GRID_K + k] = its price with its
-    underlying moved by exp(k * _GRID_STEP) (``margin.moved_instrument``, so bit for bit what an evaluation there
-    computes), option ``i`` being row ``grid_row[i]`` (-1 for futures). The walks of option buckets step from grid
-    point to grid point: each would otherwise re-price its options with Black-76 at every step, though a venue
-    has far fewer options than option positions (436 against 113k in the benchmark's)."""
-    price, forward, settle_px = val[0], val[1], val[2]
-    for i in prange(grid_row.shape[0]):
-        r = grid_row[i]
-        if r < 0:
-            continue
-        for k in range(prices.shape[1]):
-            m = math.exp((k - GRID_K) * _GRID_STEP)
-            prices[r, k] = moved_instrument(i, moving[0][i], m, kind, option_type, strike, price, forward, settle_px,
-                                            moving, np.nan)[0]
-
-
 @inline
 def position_shape(i, u, kind, settle_underlying, mm_convex):
     """How a future or option on ``u`` (its own underlying) makes its bucket's g behave (module docstring):
@@ -210,8 +192,11 @@ def moving_figures(a, p, u, m, kg, lo, hi, sep, order, book, inst, tiers, val, w
     With ``slopes`` (a linear bucket), also g's exact slope in m just beyond ``m`` (below it if ``down``) and
     the nearest factor there where it changes (``outward_slope``); else those two are 0 and 0 or inf.
 
-    ``kg >= 0``: ``m`` is grid point ``kg - GRID_K`` (``next_point``), where the options' prices are read from
-    ``moving[9]`` (``option_grid``) instead of re-priced."""
+    ``kg >= 0``: ``m`` is grid point ``kg - GRID_K`` (``next_point``). The walks of option buckets step from grid
+    point to grid point, and a venue has far fewer options than option positions (436 against 113k in the
+    benchmark's): an option's price there is kept in ``moving[9]`` [row, kg] (NaN until first priced; option
+    ``i``'s row is ``moving[8][i]``, -1 for futures) and read instead of re-priced with Black-76. Any thread may
+    price an entry first: they all write the same bits, so results never depend on which."""
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
         bal_amount = book
     kind, option_type, strike = inst[0], inst[4], inst[5]
@@ -250,8 +235,11 @@ def moving_figures(a, p, u, m, kg, lo, hi, sep, order, book, inst, tiers, val, w
                 if isolated[q] or inst_underlying[i] == u or settle_underlying[i] != u:
                     continue
             i = index(pos_instrument[q])
-            known = moving[9][moving[8][i], kg] if kg >= 0 and moving[8][i] >= 0 else np.nan
+            tabulated = kg >= 0 and moving[8][i] >= 0 and inst_underlying[i] == u
+            known = moving[9][moving[8][i], kg] if tabulated else np.nan
             pr, fw, px = moved_instrument(i, u, m, kind, option_type, strike, price, forward, settle_px, moving, known)
+            if tabulated and np.isnan(known):
+                moving[9][moving[8][i], kg] = pr  # whichever thread prices it first: the same bits
             notional, upnl, value, im, mm, tier = position_figures(
                 kind[i], quantity[q], inst[1][i], pr, fw, entry_price[q], inst[2][i], inst[3][i], option_type[i],
                 strike[i], tiers, option_margin)
@@ -444,7 +432,7 @@ def reachable(figure, cap, first, last, n_lo, n_hi):
 def next_point(m, down, cells, p, lo, hi, order, u, book, inst, tiers, val, moving):
     """``(x, kg)``: the nearest factor beyond ``m`` (below it if ``down``) where a walk must look: a breakpoint of
     one of the bucket's futures on ``u``, the grid point ``cells`` cells beyond ``m`` (none if 0) or the end of
-    the range; ``kg``: ``GRID_K`` + the grid point's k when it is that (``option_grid``), else -1."""
+    the range; ``kg``: ``GRID_K`` + the grid point's k when it is that (``moving_figures``), else -1."""
     _, pos_instrument, quantity, _, _, _, _, _, _ = book
     kind, size, tier_first, tier_last = inst[0], inst[1], inst[2], inst[3]
     cap = tiers[0]
