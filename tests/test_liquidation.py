@@ -213,4 +213,4 @@ def test_thread_count_changes_nothing():
     finally:
         numba.set_num_threads(default)
     assert one.equals(fr.liquidation_prices(market, book))
-    assert pa.compute.sum(one.column("liq_price_down").is_valid()).as_py() > 1000
+    assert one.num_rows - one.column("liq_price_down").null_count > 1000
