@@ -145,6 +145,15 @@ def usd_contribution(figures, kind, is_isolated, isolated_margin, px):
 
 
 @inline
+def pick(c, a, b):
+    """``a if c else b`` for floats, from their bits and an integer mask: LLVM keeps it a blend, where it
+    turns add_position's plain ``if``/``else`` into a branch on the row's bucket (2.6 % slower at 1M accounts)."""
+    mask = -np.int64(c)
+    bits = np.int64((np.float64(a).view(np.int64) & mask) | (np.float64(b).view(np.int64) & ~mask))
+    return bits.view(np.float64)
+
+
+@inline
 def add_position(sums, contribution):
     """``sums = (upnl, option_value, im, mm, gross, isolated_equity, n_isolated_liquidatable)`` plus one
     ``position_usd`` contribution, each figure summed in the order positions are added."""
@@ -152,8 +161,8 @@ def add_position(sums, contribution):
     bucket, value, p_im, p_mm, p_gross, liq = contribution
     # Adding +0.0 for the buckets a row is not in leaves those sums bit for bit as they were (a sum that starts
     # at +0.0 is never -0.0), and an isolated row's margins and notional are 0.0 already.
-    return (upnl + (value if bucket == CROSS_FUTURE else 0.0), optv + (value if bucket == CROSS_OPTION else 0.0),
-            im + p_im, mm + p_mm, gross + p_gross, iso_eq + (value if bucket == ISOLATED else 0.0), n_liq + liq)
+    return (upnl + pick(bucket == CROSS_FUTURE, value, 0.0), optv + pick(bucket == CROSS_OPTION, value, 0.0),
+            im + p_im, mm + p_mm, gross + p_gross, iso_eq + pick(bucket == ISOLATED, value, 0.0), n_liq + liq)
 
 
 @inline
