@@ -49,6 +49,8 @@ class Buckets:
     iso_excess: np.ndarray      # [j] its excess equity - MM
     iso_always: np.ndarray      # [j] uint8: settled in a coin following another underlying (does not separate)
     equity_today: np.ndarray    # [a] cross + isolated equity at today's prices (the cascade's equity_before)
+    exact: np.ndarray           # [3, a] cross equity, MM and gross notional at the valuation screened, as
+                                # kernels.cascade.check_accounts computes them
 
 
 def kernel_moving(market: Market, rate: float = 0.0):
@@ -110,7 +112,7 @@ def screen_buckets(market: Market, bound: BoundBook, val: Valuation, *, rate: fl
     chunk_isolated(iso_chunk[1:], B.pos_start, B.isolated, chunks)
     np.cumsum(iso_chunk, out=iso_chunk)
     j = int(iso_chunk[-1])
-    accounts = (empty(n), empty(n), empty(n, np.int32), empty(n, np.uint8), empty(n))
+    accounts = (empty(n), empty(n), empty(n, np.int32), empty(n, np.uint8), empty(n), empty((3, n)))
     isolated = (empty(j, np.int32), empty(j, np.int64), empty(j), empty(j), empty(j), empty(j, np.uint8))
     scratch = (np.zeros((chunks, n_u)), np.zeros((chunks, n_u)), np.zeros((chunks, n_u), np.int64))
     inst, tiers = kernel_market(market)
@@ -120,8 +122,8 @@ def screen_buckets(market: Market, bound: BoundBook, val: Valuation, *, rate: fl
                    (val.price, val.forward, val.settle_px, val.asset_px),
                    (today.price, today.forward, today.settle_px, today.asset_px), (M.asset_cw, M.asset_bw),
                    tuple(float(x) for x in option_margin), kernel_moving(market, rate), chunks)
-    g, fall, n_cross, separable, equity_today = accounts
-    return Buckets(fall, g, n_cross, separable, *isolated, equity_today)
+    g, fall, n_cross, separable, equity_today, exact = accounts
+    return Buckets(fall, g, n_cross, separable, *isolated, equity_today, exact)
 
 
 def _liquidation_rows(market: Market, bound: BoundBook, val: Valuation, rate: float, option_margin):

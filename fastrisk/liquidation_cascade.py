@@ -245,8 +245,11 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
         else:  # beyond the window the fall rates hold over: every live bucket is checked
             cand, iso_cand_k = np.flatnonzero(account_live), np.flatnonzero(iso_live)
         iso_cand = iso_pos[iso_cand_k]
-        out = np.empty((3, len(cand)))
-        check_accounts(cand, out, kbook, inst, tiers, vt, weights, option_margin, n_chunks(len(cand), 1 << 8))
+        if rnd == 1:  # at the shocked prices: the screen's pass computed them
+            out = bk.exact[:, cand]
+        else:
+            out = np.empty((3, len(cand)))
+            check_accounts(cand, out, kbook, inst, tiers, vt, weights, option_margin, n_chunks(len(cand), 1 << 8))
         out_iso = np.empty((3, len(iso_cand)))
         check_isolated(iso_cand, out_iso, kbook, inst, tiers, vt, option_margin)
         liq = (out[1] > 0) & (out[0] <= out[1])

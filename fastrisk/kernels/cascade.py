@@ -43,12 +43,13 @@ def screen_figures(accounts, isolated_out, iso_chunk, scratch, book, inst, terms
     """What the screen knows of every bucket at the valuation ``val`` (the shocked prices), from one pass over each
     account's positions and balances.
 
-    ``accounts = (g, fall, n_cross, separable, equity_today)`` [a]: the cross bucket's excess equity - MM (USD, as
-    ``check_accounts`` computes it; inf without cross rows or MM), the sum over the underlyings it moves with of
+    ``accounts = (g, fall, n_cross, separable, equity_today, exact)`` [a]: the cross bucket's excess equity - MM
+    (USD, as ``check_accounts`` computes it; inf without cross rows or MM), the sum over the underlyings it moves with of
     the larger of its fall rates down and up (0 without MM), how many underlyings it moves with
     (``kernels.liquidation.position_exposure`` and ``balance_exposure``), whether its equity separates by
-    underlying, and (for the cascade's accounts table, while the rows are at hand) its equity at the valuation
-    ``today``, cross plus isolated, as ``margin.account_figures`` sums it. ``isolated_out = (underlying, position,
+    underlying, and while the rows are at hand: its equity at the valuation ``today``, cross plus isolated, as
+    ``margin.account_figures`` sums it (the cascade's equity before), and ``exact`` [3, a], what
+    ``check_accounts`` writes for it at ``val`` (the cascade's first round, at the shocked prices, reads it). ``isolated_out = (underlying, position,
     down, up, excess, always)`` [j]: each isolated position's, in position order (chunk c's from ``iso_chunk[c]``:
     ``chunk_isolated``); ``always``: settled in a coin following another underlying (its equity does not separate). A fall
     rate is how fast the bucket's g can fall per unit of its underlying's factor moved that way, within the
@@ -130,7 +131,7 @@ def _screen_account(a, c, j, accounts, isolated_out, scratch, book, inst, terms,
         u = balance_exposure(b, book, moving)
         if u >= 0 and n_own > 0:
             n_u = _touch(u, cv, cv, n_u, lo_u, hi_u, touched)  # linear in m
-    upnl, option_value, _, mm_total, _, _, _ = sums
+    upnl, option_value, _, mm_total, gross, _, _ = sums
     upnl_today, option_today, _, _, _, isolated_today, _ = sums_today
     fall = 0.0
     for k in range(n_u):  # by underlying code, as the liquidation table's rows
@@ -138,11 +139,15 @@ def _screen_account(a, c, j, accounts, isolated_out, scratch, book, inst, terms,
         fall += max(max(hi_u[u], 0.0), max(-lo_u[u], 0.0))
         lo_u[u] = hi_u[u] = 0.0
     has_mm = n_u > 0 and mm_total > 0.0
-    accounts[0][a] = (collateral + upnl + option_value) - mm_total if has_mm else np.inf
+    equity = collateral + upnl + option_value
+    accounts[0][a] = equity - mm_total if has_mm else np.inf
     accounts[1][a] = fall if has_mm else 0.0
     accounts[2][a] = n_u
     accounts[3][a] = sep
     accounts[4][a] = (collateral_today + upnl_today + option_today) + isolated_today
+    accounts[5][0, a] = equity
+    accounts[5][1, a] = mm_total
+    accounts[5][2, a] = gross
     return j
 
 
