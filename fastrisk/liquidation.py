@@ -114,7 +114,8 @@ def screen_buckets(market: Market, bound: BoundBook, val: Valuation, *, rate: fl
     j = int(iso_chunk[-1])
     accounts = (empty(n), empty(n), empty(n, np.int32), empty(n, np.uint8), empty(n), empty((3, n)))
     isolated = (empty(j, np.int32), empty(j, np.int64), empty(j), empty(j), empty(j), empty(j, np.uint8))
-    scratch = (np.zeros((chunks, n_u)), np.zeros((chunks, n_u)), np.zeros((chunks, n_u), np.int64))
+    scratch = (np.zeros((chunks, n_u)), np.zeros((chunks, n_u)), np.zeros((chunks, n_u), np.int64),
+               np.zeros((chunks, n_u), np.uint8))
     inst, tiers = kernel_market(market)
     today = value_instruments(market, rate=rate)
     screen_figures(accounts, isolated, iso_chunk, scratch, kernel_book(bound), inst,

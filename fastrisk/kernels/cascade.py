@@ -54,7 +54,7 @@ def screen_figures(accounts, isolated_out, iso_chunk, scratch, book, inst, terms
     ``chunk_isolated``); ``always``: settled in a coin following another underlying (its equity does not separate). A fall
     rate is how fast the bucket's g can fall per unit of its underlying's factor moved that way, within the
     window of ``terms`` (``slope_bounds``: down ``max(hi, 0)``, up ``max(-lo, 0)``, inf where unbounded).
-    ``scratch = (lo, hi, touched)`` [chunk, u], zero at entry and left so. The rest as in
+    ``scratch = (lo, hi, touched, seen)`` [chunk, u], zero at entry and left so. The rest as in
     ``kernels.liquidation.liquidation_factors``."""
     for c in prange(n_chunks):
         _screen_chunk(np.int64(c), n_chunks, accounts, isolated_out, iso_chunk, scratch, book, inst, terms, tiers, val,
@@ -82,7 +82,7 @@ def _screen_account(a, c, j, accounts, isolated_out, scratch, book, inst, terms,
     kind, size, tier_first, tier_last, option_type, strike = inst
     price, forward, settle_px, asset_px = val
     iso_u, iso_p, iso_down, iso_up, iso_excess, iso_always = isolated_out
-    lo_u, hi_u, touched = scratch[0][c], scratch[1][c], scratch[2][c]
+    lo_u, hi_u, touched, seen = scratch[0][c], scratch[1][c], scratch[2][c], scratch[3][c]
     sums = NO_POSITIONS
     sums_today = NO_POSITIONS
     n_u = 0
@@ -115,11 +115,11 @@ def _screen_account(a, c, j, accounts, isolated_out, scratch, book, inst, terms,
             iso_always[j] = moving[1][i] >= 0 and moving[1][i] != u
             j += 1
             continue
-        n_u = _touch(own, lo, hi, n_u, lo_u, hi_u, touched)
+        n_u = _touch(own, lo, hi, n_u, lo_u, hi_u, touched, seen)
         if coin >= 0:
             sep = False
             d = coin_bounds(value, mm, px)[0]
-            n_u = _touch(coin, d, d, n_u, lo_u, hi_u, touched)
+            n_u = _touch(coin, d, d, n_u, lo_u, hi_u, touched, seen)
     n_own = n_u
     collateral = 0.0
     collateral_today = 0.0
@@ -130,14 +130,15 @@ def _screen_account(a, c, j, accounts, isolated_out, scratch, book, inst, terms,
         collateral_today += balance_usd(today[3][k], bal_amount[b], weights[0][k], weights[1][k])
         u = balance_exposure(b, book, moving)
         if u >= 0 and n_own > 0:
-            n_u = _touch(u, cv, cv, n_u, lo_u, hi_u, touched)  # linear in m
+            n_u = _touch(u, cv, cv, n_u, lo_u, hi_u, touched, seen)  # linear in m
     upnl, option_value, _, mm_total, gross, _, _ = sums
     upnl_today, option_today, _, _, _, isolated_today, _ = sums_today
     fall = 0.0
-    for k in range(n_u):  # by underlying code, as the liquidation table's rows
+    for k in range(n_u):  # in the order the rows were first touched
         u = touched[k]
         fall += max(max(hi_u[u], 0.0), max(-lo_u[u], 0.0))
         lo_u[u] = hi_u[u] = 0.0
+        seen[u] = 0
     has_mm = n_u > 0 and mm_total > 0.0
     equity = collateral + upnl + option_value
     accounts[0][a] = equity - mm_total if has_mm else np.inf
@@ -164,16 +165,12 @@ def chunk_isolated(counts, pos_start, isolated, n_chunks):
 
 
 @inline
-def _touch(u, lo, hi, n_u, lo_u, hi_u, touched):
+def _touch(u, lo, hi, n_u, lo_u, hi_u, touched, seen):
     """Add slope bounds ``[lo, hi]`` to underlying ``u``'s sums, adding ``u`` to the ``n_u`` underlyings touched
-    (kept sorted by code; an account touches a few); returns their new count."""
-    k = n_u
-    while k > 0 and touched[k - 1] >= u:
-        k -= 1
-    if k == n_u or touched[k] != u:
-        for m in range(n_u, k, -1):
-            touched[m] = touched[m - 1]
-        touched[k] = u
+    (``seen`` [u] marks them); returns their new count."""
+    if not seen[u]:
+        seen[u] = 1
+        touched[n_u] = u
         n_u += 1
     lo_u[u] += lo
     hi_u[u] += hi
