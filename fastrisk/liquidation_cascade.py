@@ -224,9 +224,16 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
         if in_window:
             top = float(reach[:rnd].max())
             # The buckets the screen may flag until the moves pass the horizon: rebuilt when they do (with a horizon
-            # twice as far), or when most are gone (a crash's first round liquidates most of them).
-            if top > horizon or 2 * watched_dead > watched:
-                horizon = max(horizon, 2.0 * top, WATCH_HORIZON)
+            # twice as far); when most are gone (a crash's first round liquidates most of them), the rest kept.
+            if 2 * watched_dead > watched and top <= horizon:
+                keep, iso_keep = w_live != 0, iw_live != 0
+                watch, w_g, w_fall, w_ref, w_live, w_always = (
+                    c[keep] for c in (watch, w_g, w_fall, w_ref, w_live, w_always))
+                iso_watch, iw_u, iw_down, iw_up, iw_g, iw_ref, iw_live, iw_always = (
+                    c[iso_keep] for c in (iso_watch, iw_u, iw_down, iw_up, iw_g, iw_ref, iw_live, iw_always))
+                watched, watched_dead = len(watch) + len(iso_watch), 0
+            if top > horizon:
+                horizon = max(2.0 * top, WATCH_HORIZON)
                 watch_accounts(horizon, bk.n_cross, fall_total, g_account, account_live, account_always, flag_account)
                 watch_isolated(horizon, bk.iso_down, bk.iso_up, iso_always, iso_g, iso_live, flag_iso)
                 watch, iso_watch = np.flatnonzero(flag_account), np.flatnonzero(flag_iso)
@@ -302,19 +309,17 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
 
     # Equity after: survivors at the final prices; liquidated buckets keep what was left at close-out.
     final = value_instruments(market, mult, rate=rate)
-    equity = empty((2, n))
-    account_equity(equity, kbook, inst, tiers, (final.price, final.forward, final.settle_px, final.asset_px),
-                   weights, option_margin)
-    cross_after = np.where(account_live != 0, equity[0], left)
-    iso_after = equity[1]
+    vf = (final.price, final.forward, final.settle_px, final.asset_px)
+    iso_left = np.zeros(n)  # what closed isolated positions left, less what they are worth at the final prices
     for dead_pos, rest in iso_dead:
         out_iso = np.empty((3, len(dead_pos)))
-        check_isolated(dead_pos, out_iso, kbook, inst, tiers,
-                       (final.price, final.forward, final.settle_px, final.asset_px), option_margin)
-        np.add.at(iso_after, _owners(pos_start, dead_pos), rest - out_iso[0])
-    equity_after = cross_after + iso_after
+        check_isolated(dead_pos, out_iso, kbook, inst, tiers, vf, option_margin)
+        np.add.at(iso_left, _owners(pos_start, dead_pos), rest - out_iso[0])
+    after = empty((2, n))  # equity after, loss
+    account_equity(after, account_live, left, iso_left, bk.equity_today, kbook, inst, tiers, vf, weights,
+                   option_margin)
     return CascadeResult(_rounds_table(market, rounds), _accounts_table(
-        B.account_id, round_of, bk.equity_today, eq_at, fee_paid, bad_debt, iso_count, equity_after),
+        B.account_id, round_of, bk.equity_today, eq_at, fee_paid, bad_debt, iso_count, after[0], after[1]),
         _path_table(market, path), stopped)
 
 
@@ -331,7 +336,7 @@ def _rounds_table(market: Market, rounds) -> pa.Table:
     return pa.table(columns)
 
 
-def _accounts_table(account_id, round_of, equity_before, eq_at, fee_paid, bad_debt, iso_count, equity_after):
+def _accounts_table(account_id, round_of, equity_before, eq_at, fee_paid, bad_debt, iso_count, equity_after, loss):
     liquidated = round_of >= 0
     return pa.table({
         "account_id": account_id,
@@ -342,7 +347,7 @@ def _accounts_table(account_id, round_of, equity_before, eq_at, fee_paid, bad_de
         "bad_debt": bad_debt,
         "isolated_liquidated": iso_count,
         "equity_after": equity_after,
-        "loss": equity_before - equity_after,
+        "loss": loss,
     })
 
 
