@@ -206,3 +206,21 @@ def test_screen_bound_holds_within_its_window(moves, seed):
 
 
 _screen_venues = [fr.generate.exchange(300, seed=s, options=True) for s in range(4)]
+
+
+def test_unbounded_fall_rate_liquidated_in_the_first_round():
+    # A linear BTC future settled in BTC is worth its PnL times the coin's price: the screen has no bound on how
+    # fast its bucket's excess falls (fall rate inf). Account 1 (long 10 x c = 1e-5 from 50000, 0.5 BTC at weight
+    # 0.9) is liquidatable right after the shock (BTC -20 %: upnl 10 * 1e-5 * (40000 - 50000) = -1 BTC against
+    # 0.45 BTC of collateral): the first round must close it, before any price moves again (no impact: there is
+    # exactly one round), as the reference does. Account 2 (USDT-settled, 3x) survives.
+    import builders as B
+
+    market = B.make_market(instruments=B.standard_instruments(
+        [B.linear(9, "BTCBTC-LIN", "BTC", "BTC", 1e-5, 50000.0, imf=0.10, mmf=0.05)]))
+    book = B.make_book([(1, 9, 10.0, 50000.0, None), (2, 1, 1.0, 50000.0, None)],
+                       [(1, "BTC", 0.5), (2, "USDT", 200.0)])
+    got = fr.cascade(market, book, {"BTC": -0.2}, impact="none")
+    _, ref_accounts = reference.cascade(market, book, {"BTC": -0.2}, impact="none")
+    rounds = got.accounts.column("round_liquidated").to_pylist()
+    assert rounds == [1, None] == [a["round_liquidated"] for a in ref_accounts]

@@ -183,8 +183,11 @@ def _may_fall(g, fall, reach, always):
     ``reach`` since (the largest move of any underlying since its reference round), its g falling by at most
     ``fall`` per unit of move (a cross bucket: the sum over its rows of the larger fall rate): always when
     ``always`` (its equity does not separate by underlying). With a relative slack far above rounding.
-    Monotone in ``reach`` (``fall`` >= 0): what it flags at some reach it flags at any larger one."""
-    return always or fall * reach * (1.0 + 1e-12) >= g * (1.0 - SCREEN_MARGIN)
+    Monotone in ``reach`` (``fall`` >= 0): what it flags at some reach it flags at any larger one. No move is no
+    fall, even where the rate is unbounded (inf * 0 would be NaN, and a bucket liquidatable at its reference
+    prices never flagged)."""
+    drop = fall * reach if reach > 0.0 else 0.0
+    return always or drop * (1.0 + 1e-12) >= g * (1.0 - SCREEN_MARGIN)
 
 
 @kernel(parallel=True, nrt=False)
