@@ -294,7 +294,8 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
         account_live[dead] = 0
         iso_live[iso_cand_k[liq_iso]] = 0
         flow = np.zeros(n_u)
-        forced_flow(dead, dead_pos, flow, kbook, inst, tiers, vt, val.delta, M.underlying, option_margin)
+        forced_flow(dead, dead_pos, flow, np.zeros((n_chunks(len(dead), 1 << 8), n_u)), kbook, inst, tiers, vt,
+                    val.delta, M.underlying, option_margin)
         fees = float(fee.sum() + fee_i.sum())
         bad = float(np.maximum(-eq, 0.0).sum() + np.maximum(-eq_i, 0.0).sum())
         fund += fees

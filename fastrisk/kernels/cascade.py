@@ -292,21 +292,30 @@ def check_isolated(candidates, out, book, inst, tiers, val, option_margin):
         out[2, j] = notional * px
 
 
-@kernel(nrt=False)
-def forced_flow(accounts, positions, flow, book, inst, tiers, val, delta, inst_underlying, option_margin):
+@kernel(parallel=True, nrt=False)
+def forced_flow(accounts, positions, flow, chunk_flow, book, inst, tiers, val, delta, inst_underlying,
+                option_margin):
     """Add to ``flow`` [u] the signed USD notional closed: every cross position with a quantity of the
-    liquidated ``accounts`` and the liquidated isolated ``positions``, in that order (sequential, so the sum
-    never depends on threads). Futures: sign(q) * notional; options by delta: q*c*delta*F; both times the
-    settle price. Positive = longs closed = forced selling."""
-    pos_start, pos_instrument, quantity, entry_price, isolated, _, _, _, _ = book
-    kind, size, tier_first, tier_last, option_type, strike = inst
-    price, forward, settle_px, _ = val
-    for j in range(accounts.shape[0]):
-        a = accounts[j]
-        for p in range(pos_start[a], pos_start[a + 1]):
-            if isolated[p] or quantity[p] == 0.0:
-                continue
-            flow[inst_underlying[pos_instrument[p]]] += _signed_usd(p, book, inst, tiers, val, delta, option_margin)
+    liquidated ``accounts`` and the liquidated isolated ``positions``. Futures: sign(q) * notional; options by
+    delta: q*c*delta*F; both times the settle price. Positive = longs closed = forced selling.
+
+    The accounts run in chunks (``chunk_flow`` [chunk, u], zero at entry: each chunk's sums), in parallel, and the
+    chunks' sums are added in chunk order: the chunks depend only on the number of accounts, so the sums never
+    depend on the thread count."""
+    pos_start, pos_instrument, quantity, _, isolated, _, _, _, _ = book
+    n = accounts.shape[0]
+    n_chunks = chunk_flow.shape[0]
+    for c in prange(n_chunks):
+        for j in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            a = accounts[j]
+            for p in range(pos_start[a], pos_start[a + 1]):
+                if isolated[p] or quantity[p] == 0.0:
+                    continue
+                chunk_flow[c, inst_underlying[pos_instrument[p]]] += _signed_usd(p, book, inst, tiers, val, delta,
+                                                                                 option_margin)
+    for c in range(n_chunks):
+        for u in range(flow.shape[0]):
+            flow[u] += chunk_flow[c, u]
     for j in range(positions.shape[0]):
         p = positions[j]
         if quantity[p] != 0.0:
