@@ -18,7 +18,7 @@ from .book import Book
 from .errors import InputError
 from .market import Market
 from .risk import OPTION_MARGIN, kernel_market, value_instruments
-from .tables import empty
+from .tables import empty, full
 
 __all__ = ["cascade", "CascadeResult", "format_rounds", "shock_multipliers", "IMPACT_MODELS"]
 
@@ -183,27 +183,28 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     bk = screen_buckets(market, bound, shocked, rate=rate, option_margin=option_margin,
                             window=SCREEN_WINDOW)
     g_account, fall_total = bk.g_account, bk.fall_total
-    ref_account = np.zeros(n, np.int32)
+    ref_account = full(n, 0, np.int32)
     hist = np.ones((int(max_rounds), n_u))  # the moves since the shock at which round k + 1 looked
     iso_pos, iso_g = bk.iso_position, bk.iso_excess  # isolated positions j = 0, 1, ...
     iso_ref = np.zeros(len(iso_pos), np.int32)
     iso_live = np.ones(len(iso_pos), np.uint8)
     iso_always = bk.iso_always
     account_always = ((bk.separable == 0) & (bk.n_cross > 0)).astype(np.uint8)
-    flag_account = np.zeros(n, np.uint8)
+    flag_account = empty(n, np.uint8)  # every flag is written
     flag_iso = np.zeros(len(iso_pos), np.uint8)
     reach = np.full(int(max_rounds), np.inf)
     in_window = True
     horizon = -1.0  # the watch lists are built in round 1
     watched = watched_dead = 0
 
-    account_live = np.ones(n, np.uint8)
-    round_of = np.full(n, -1, np.int32)
-    eq_at = np.full(n, np.nan)
-    fee_paid = np.zeros(n)
-    bad_debt = np.zeros(n)
-    left = np.zeros(n)            # cross equity left after a liquidation (USD)
-    iso_count = np.zeros(n, np.int32)
+    # Per account: Arrow's pool hands a second call memory already mapped (tables.empty).
+    account_live = full(n, 1, np.uint8)
+    round_of = full(n, -1, np.int32)
+    eq_at = full(n, np.nan)
+    fee_paid = full(n, 0.0)
+    bad_debt = full(n, 0.0)
+    left = full(n, 0.0)           # cross equity left after a liquidation (USD)
+    iso_count = full(n, 0, np.int32)
     iso_dead = []                 # (positions, equity, fee, left) per round, for the accounts table
     pos_start = B.pos_start
 
@@ -311,7 +312,7 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     # Equity after: survivors at the final prices; liquidated buckets keep what was left at close-out.
     final = value_instruments(market, mult, rate=rate)
     vf = (final.price, final.forward, final.settle_px, final.asset_px)
-    iso_left = np.zeros(n)  # what closed isolated positions left, less what they are worth at the final prices
+    iso_left = full(n, 0.0)  # what closed isolated positions left, less what they are worth at the final prices
     for dead_pos, rest in iso_dead:
         out_iso = np.empty((3, len(dead_pos)))
         check_isolated(dead_pos, out_iso, kbook, inst, tiers, vf, option_margin)

@@ -346,6 +346,13 @@ def empty(shape, dtype=np.float64) -> np.ndarray:
     return np.frombuffer(pa.allocate_buffer(size * dtype.itemsize), dtype, size).reshape(shape)
 
 
+def full(shape, value, dtype=np.float64) -> np.ndarray:
+    """``np.full`` in memory from Arrow's pool (see ``empty``)."""
+    out = empty(shape, dtype)
+    out.fill(value)
+    return out
+
+
 def check_range(t: pa.Table, col: Column, schema: Schema, *, lo=None, rule=None) -> None:
     """Numeric bounds of one column in one compiled pass (``lo`` overrides the declared lower bound)."""
     from .kernels import checks
