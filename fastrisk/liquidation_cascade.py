@@ -180,8 +180,7 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
 
     # The screen's excess and fall rates from the shocked prices (kernels/cascade.py).
     shocked = value_instruments(market, mult0, rate=rate)
-    bk = screen_buckets(market, bound, shocked, rate=rate, option_margin=option_margin,
-                            window=SCREEN_WINDOW)
+    bk = screen_buckets(market, bound, shocked, rate=rate, option_margin=option_margin, window=SCREEN_WINDOW)
     g_account, fall_total = bk.g_account, bk.fall_total
     ref_account = full(n, 0, np.int32)
     hist = np.ones((int(max_rounds), n_u))  # the moves since the shock at which round k + 1 looked

@@ -4,9 +4,9 @@ Index letters: a = accounts, p = positions, j = isolated positions or candidates
 underlyings, k = rounds.
 
 The screen makes a round cost a look at a few numbers of the buckets near liquidation, not a sweep. From the
-shocked prices, ``kernels.liquidation`` with ``split=True`` gives every bucket its excess ``g = equity - MM`` and, per
-underlying it moves with, bounds on how fast that underlying's part of g can fall per unit of its move, down
-and up (inf where the slope is unbounded); a cross bucket keeps their sum over its underlyings, the larger
+shocked prices, ``screen_figures`` gives every bucket its excess ``g = equity - MM`` and, per underlying it
+moves with, bounds on how fast that underlying's part of g can fall per unit of its move, down and up
+(``kernels.liquidation.slope_bounds``; inf where the slope is unbounded); a cross bucket keeps their sum over its underlyings, the larger
 of down and up, ``F``. When the equity separates by underlying (``g = g0 + sum_u d_u(x_u)``, true unless a
 position is settled in a coin following another underlying than its own), a bucket last known to have excess
 ``g_k`` at the moves ``x_k`` has, at the moves ``x``, ``g >= g_k - F * max_u |x_u - x_k,u|``: while that
