@@ -48,6 +48,7 @@ class Buckets:
     iso_up: np.ndarray          # [j] ... and up (inf where unbounded)
     iso_excess: np.ndarray      # [j] its excess equity - MM
     iso_always: np.ndarray      # [j] uint8: settled in a coin following another underlying (does not separate)
+    iso_account: np.ndarray     # [j] int64 its account (index)
     equity_today: np.ndarray    # [a] cross + isolated equity at today's prices (the cascade's equity_before)
     exact: np.ndarray           # [3, a] cross equity, MM and gross notional at the valuation screened, as
                                 # kernels.cascade.check_accounts computes them
@@ -113,7 +114,8 @@ def screen_buckets(market: Market, bound: BoundBook, val: Valuation, *, rate: fl
     np.cumsum(iso_chunk, out=iso_chunk)
     j = int(iso_chunk[-1])
     accounts = (empty(n), empty(n), empty(n, np.int32), empty(n, np.uint8), empty(n), empty((3, n)))
-    isolated = (empty(j, np.int32), empty(j, np.int64), empty(j), empty(j), empty(j), empty(j, np.uint8))
+    isolated = (empty(j, np.int32), empty(j, np.int64), empty(j), empty(j), empty(j), empty(j, np.uint8),
+                empty(j, np.int64))
     scratch = (np.zeros((chunks, n_u)), np.zeros((chunks, n_u)), np.zeros((chunks, n_u), np.int64),
                np.zeros((chunks, n_u), np.uint8))
     inst, tiers = kernel_market(market)

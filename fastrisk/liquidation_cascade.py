@@ -158,8 +158,8 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     0
     """
     from .kernels._jit import n_chunks
-    from .kernels.cascade import (check_accounts, check_isolated, forced_flow, screen_accounts, screen_isolated,
-                                  watch_accounts, watch_isolated)
+    from .kernels.cascade import (check_accounts, check_isolated, close_out, forced_flow, screen_accounts,
+                                  screen_isolated, watch_accounts, watch_isolated)
     from .kernels.margin import account_equity
     from .liquidation import kernel_book, screen_buckets
 
@@ -204,8 +204,7 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     bad_debt = full(n, 0.0)
     left = full(n, 0.0)           # cross equity left after a liquidation (USD)
     iso_count = full(n, 0, np.int32)
-    iso_dead = []                 # (positions, equity, fee, left) per round, for the accounts table
-    pos_start = B.pos_start
+    iso_dead = []                 # (positions, their accounts, what they left) per round, for equity after
 
     mult = mult0.copy()
     fund = insurance_fund
@@ -277,34 +276,23 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
             stopped = "no liquidations"
             break
         # Close-out: the fee while equity lasts, negative equity as bad debt (SPEC §6).
-        eq, notional = out[0, liq], out[2, liq]
-        fee = np.minimum(liquidation_fee * notional, np.maximum(eq, 0.0))
-        eq_i, notional_i = out_iso[0, liq_iso], out_iso[2, liq_iso]
-        fee_i = np.minimum(liquidation_fee * notional_i, np.maximum(eq_i, 0.0))
-        round_of[dead], eq_at[dead] = rnd, eq
-        # Added, not set: an isolated position of the account may have been closed in an earlier round.
-        fee_paid[dead] += fee
-        bad_debt[dead] += np.maximum(-eq, 0.0)
-        left[dead] = np.maximum(eq - fee, 0.0)
-        owners = _owners(pos_start, dead_pos)
-        np.add.at(fee_paid, owners, fee_i)
-        np.add.at(bad_debt, owners, np.maximum(-eq_i, 0.0))
-        np.add.at(iso_count, owners, 1)
-        iso_dead.append((dead_pos, np.maximum(eq_i - fee_i, 0.0)))
+        owners = bk.iso_account[iso_cand_k[liq_iso]]
+        rest = np.empty(len(dead_pos))
+        fees, bad, notional = close_out(liquidation_fee, rnd, dead, out, liq, owners, out_iso, liq_iso, round_of,
+                                        eq_at, fee_paid, bad_debt, left, iso_count, rest)
+        iso_dead.append((dead_pos, owners, rest))
         account_live[dead] = 0
         iso_live[iso_cand_k[liq_iso]] = 0
         flow = np.zeros(n_u)
         forced_flow(dead, dead_pos, flow, np.zeros((n_chunks(len(dead), 1 << 8), n_u)), kbook, inst, tiers, vt,
                     val.delta, M.underlying, option_margin)
-        fees = float(fee.sum() + fee_i.sum())
-        bad = float(np.maximum(-eq, 0.0).sum() + np.maximum(-eq_i, 0.0).sum())
         fund += fees
         drawn = min(bad, fund)
         fund -= drawn
         r = impact_returns(flow, impact, depth, adv, vol, k)
         mult = mult * (1.0 + r)
         rounds.append(dict(round=rnd, accounts_liquidated=len(dead), isolated_liquidated=len(dead_pos),
-                           notional_closed=float(notional.sum() + notional_i.sum()), fees=fees, bad_debt=bad,
+                           notional_closed=notional, fees=fees, bad_debt=bad,
                            insurance_fund_left=fund, shortfall=bad - drawn, mult=mult.copy()))
         path += [(rnd, u, mult[u], flow[u], r[u]) for u in range(n_u)]
 
@@ -312,10 +300,10 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     final = value_instruments(market, mult, rate=rate)
     vf = (final.price, final.forward, final.settle_px, final.asset_px)
     iso_left = full(n, 0.0)  # what closed isolated positions left, less what they are worth at the final prices
-    for dead_pos, rest in iso_dead:
+    for dead_pos, owners, rest in iso_dead:
         out_iso = np.empty((3, len(dead_pos)))
         check_isolated(dead_pos, out_iso, kbook, inst, tiers, vf, option_margin)
-        np.add.at(iso_left, _owners(pos_start, dead_pos), rest - out_iso[0])
+        np.add.at(iso_left, owners, rest - out_iso[0])
     after = empty((2, n))  # equity after, loss
     account_equity(after, account_live, left, iso_left, bk.equity_today, kbook, inst, tiers, vf, weights,
                    option_margin)
@@ -405,8 +393,3 @@ def _usd(x: float) -> str:
     if a >= 1e3:
         return f"${x / 1e3:,.1f}k"
     return f"${x:,.0f}"
-
-
-def _owners(pos_start: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """The account index of each position (accounts' positions are ``pos_start[a]:pos_start[a+1]``)."""
-    return np.searchsorted(pos_start, positions, side="right") - 1

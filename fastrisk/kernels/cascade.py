@@ -3,18 +3,18 @@
 Index letters: a = accounts, p = positions, j = isolated positions or candidates of a round, u =
 underlyings, k = rounds.
 
-The screen makes a round cost a look at a few numbers of the buckets near liquidation, not a sweep. From the
-shocked prices, ``screen_figures`` gives every bucket its excess ``g = equity - MM`` and, per underlying it
-moves with, bounds on how fast that underlying's part of g can fall per unit of its move, down and up
-(``kernels.liquidation.slope_bounds``; inf where the slope is unbounded); a cross bucket keeps their sum over its underlyings, the larger
-of down and up, ``F``. When the equity separates by underlying (``g = g0 + sum_u d_u(x_u)``, true unless a
-position is settled in a coin following another underlying than its own), a bucket last known to have excess
-``g_k`` at the moves ``x_k`` has, at the moves ``x``, ``g >= g_k - F * max_u |x_u - x_k,u|``: while that
-stays positive the bucket is safe without looking at it. The others are candidates, re-valued exactly with
-the shared account kernel at the round's prices; a candidate that survives becomes its own new reference
-(``g_k``, ``x_k`` = this round's), so it is looked at again only once prices move on enough. Buckets that do
-not separate are checked whenever they are alive. The fall rates hold for moves in a window around the
-shocked prices (``liquidation_cascade.SCREEN_WINDOW``); the caller checks everyone once prices leave it.
+The screen makes a round cost a look at a few numbers of the buckets near liquidation, not a sweep. From the shocked
+prices, ``screen_figures`` gives every bucket its excess ``g = equity - MM`` and, per underlying it moves with,
+bounds on how fast that underlying's part of g can fall per unit of its move, down and up
+(``kernels.liquidation.slope_bounds``; inf where the slope is unbounded); a cross bucket keeps their sum over its
+underlyings, the larger of down and up, ``F``. When the equity separates by underlying (``g = g0 + sum_u d_u(x_u)``,
+true unless a position is settled in a coin following another underlying than its own), a bucket last known to have
+excess ``g_k`` at the moves ``x_k`` has, at the moves ``x``, ``g >= g_k - F * max_u |x_u - x_k,u|``: while that
+stays positive the bucket is safe without looking at it. The others are candidates, re-valued exactly with the
+shared account kernel at the round's prices; a candidate that survives becomes its own new reference (``g_k``,
+``x_k`` = this round's), so it is looked at again only once prices move on enough. Buckets that do not separate are
+checked whenever they are alive. The fall rates hold for moves in a window around the shocked prices
+(``liquidation_cascade.SCREEN_WINDOW``); the caller checks everyone once prices leave it.
 
 The bound grows with the largest move since a bucket's reference, so a round screens only the buckets it can
 flag at a *horizon* no move has passed yet (``watch_accounts``, ``watch_isolated``: a pass over every bucket,
@@ -44,18 +44,18 @@ def screen_figures(accounts, isolated_out, iso_chunk, scratch, book, inst, terms
     account's positions and balances.
 
     ``accounts = (g, fall, n_cross, separable, equity_today, exact)`` [a]: the cross bucket's excess equity - MM
-    (USD, as ``check_accounts`` computes it; inf without cross rows or MM), the sum over the underlyings it moves with of
-    the larger of its fall rates down and up (0 without MM), how many underlyings it moves with
+    (USD, as ``check_accounts`` computes it; inf without cross rows or MM), the sum over the underlyings it moves
+    with of the larger of its fall rates down and up (0 without MM), how many underlyings it moves with
     (``kernels.liquidation.position_exposure`` and ``balance_exposure``), whether its equity separates by
     underlying, and while the rows are at hand: its equity at the valuation ``today``, cross plus isolated, as
-    ``margin.account_figures`` sums it (the cascade's equity before), and ``exact`` [3, a], what
-    ``check_accounts`` writes for it at ``val`` (the cascade's first round, at the shocked prices, reads it). ``isolated_out = (underlying, position,
-    down, up, excess, always)`` [j]: each isolated position's, in position order (chunk c's from ``iso_chunk[c]``:
-    ``chunk_isolated``); ``always``: settled in a coin following another underlying (its equity does not separate). A fall
-    rate is how fast the bucket's g can fall per unit of its underlying's factor moved that way, within the
-    window of ``terms`` (``slope_bounds``: down ``max(hi, 0)``, up ``max(-lo, 0)``, inf where unbounded).
-    ``scratch = (lo, hi, touched, seen)`` [chunk, u], zero at entry and left so. The rest as in
-    ``kernels.liquidation.liquidation_factors``."""
+    ``margin.account_figures`` sums it (the cascade's equity before), and ``exact`` [3, a], what ``check_accounts``
+    writes for it at ``val`` (the cascade's first round, at the shocked prices, reads it). ``isolated_out =
+    (underlying, position, down, up, excess, always, account)`` [j]: each isolated position's, in position order
+    (chunk c's from ``iso_chunk[c]``: ``chunk_isolated``); ``always``: settled in a coin following another
+    underlying (its equity does not separate). A fall rate is how fast the bucket's g can fall per unit of its
+    underlying's factor moved that way, within the window of ``terms`` (``slope_bounds``: down ``max(hi, 0)``, up
+    ``max(-lo, 0)``, inf where unbounded). ``scratch = (lo, hi, touched, seen)`` [chunk, u], zero at entry and left
+    so. The rest as in ``kernels.liquidation.liquidation_factors``."""
     for c in prange(n_chunks):
         _screen_chunk(np.int64(c), n_chunks, accounts, isolated_out, iso_chunk, scratch, book, inst, terms, tiers, val,
                       today, weights, option_margin, moving)
@@ -81,7 +81,7 @@ def _screen_account(a, c, j, accounts, isolated_out, scratch, book, inst, terms,
         bal_amount = book
     kind, size, tier_first, tier_last, option_type, strike = inst
     price, forward, settle_px, asset_px = val
-    iso_u, iso_p, iso_down, iso_up, iso_excess, iso_always = isolated_out
+    iso_u, iso_p, iso_down, iso_up, iso_excess, iso_always, iso_a = isolated_out
     lo_u, hi_u, touched, seen = scratch[0][c], scratch[1][c], scratch[2][c], scratch[3][c]
     sums = NO_POSITIONS
     sums_today = NO_POSITIONS
@@ -108,6 +108,7 @@ def _screen_account(a, c, j, accounts, isolated_out, scratch, book, inst, terms,
             equity, _ = isolated_bucket(isolated_margin[p], value, mm, px)
             iso_u[j] = u
             iso_p[j] = p
+            iso_a[j] = a
             has_mm = mm * px > 0.0
             iso_down[j] = max(hi, 0.0) if has_mm else 0.0
             iso_up[j] = max(-lo, 0.0) if has_mm else 0.0
@@ -290,6 +291,51 @@ def check_isolated(candidates, out, book, inst, tiers, val, option_margin):
         out[0, j] = equity
         out[1, j] = mm * px
         out[2, j] = notional * px
+
+
+@kernel(nrt=False)
+def close_out(fee_rate, rnd, dead, out, liq, owners, out_iso, liq_iso, round_of, eq_at, fee_paid, bad_debt, left,
+              iso_count, iso_rest):
+    """A round's close-out (SPEC §6): each liquidated cross bucket (account ``dead`` [j], its figures the columns
+    of ``out`` [3, :] where ``liq``: equity, MM, notional) and isolated position (``owners`` [j] its account,
+    ``out_iso`` where ``liq_iso``) pays ``fee_rate * notional`` while its equity lasts; negative equity is bad
+    debt. Per account: the round it was liquidated in, its equity then, what its cross bucket had ``left``,
+    the fees and bad debt it caused (added: an isolated position may have been closed in an earlier round) and
+    its closed isolated positions; per closed isolated position what it left, into ``iso_rest`` [j]. Returns
+    the round's ``(fees, bad_debt, notional_closed)``, summed in order."""
+    fees = bad = notional = 0.0
+    j = 0
+    for c in range(liq.shape[0]):
+        if not liq[c]:
+            continue
+        a = dead[j]
+        j += 1
+        eq = out[0, c]
+        fee = min(fee_rate * out[2, c], max(eq, 0.0))
+        round_of[a] = rnd
+        eq_at[a] = eq
+        fee_paid[a] += fee
+        bad_debt[a] += max(-eq, 0.0)
+        left[a] = max(eq - fee, 0.0)
+        fees += fee
+        bad += max(-eq, 0.0)
+        notional += out[2, c]
+    j = 0
+    for c in range(liq_iso.shape[0]):
+        if not liq_iso[c]:
+            continue
+        a = owners[j]
+        eq = out_iso[0, c]
+        fee = min(fee_rate * out_iso[2, c], max(eq, 0.0))
+        fee_paid[a] += fee
+        bad_debt[a] += max(-eq, 0.0)
+        iso_count[a] += 1
+        iso_rest[j] = max(eq - fee, 0.0)
+        j += 1
+        fees += fee
+        bad += max(-eq, 0.0)
+        notional += out_iso[2, c]
+    return fees, bad, notional
 
 
 @kernel(parallel=True, nrt=False)
