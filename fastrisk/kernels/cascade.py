@@ -93,10 +93,9 @@ def _screen_account(a, c, j, accounts, isolated_out, scratch, book, inst, terms,
         figures = position_figures(kind[i], quantity[p], size[i], price[i], forward[i], entry_price[p], tier_first[i],
                                    tier_last[i], option_type[i], strike[i], tiers, option_margin)
         sums = add_position(sums, usd_contribution(figures, kind[i], isolated[p], isolated_margin[p], px))
-        then = position_figures(kind[i], quantity[p], size[i], today[0][i], today[1][i], entry_price[p],
-                                tier_first[i], tier_last[i], option_type[i], strike[i], tiers, option_margin)
-        sums_today = add_position(sums_today, usd_contribution(then, kind[i], isolated[p], isolated_margin[p],
-                                                               today[2][i]))
+        sums_today = add_position(sums_today, position_usd(p, i, today[0][i], today[1][i], today[2][i], quantity,
+                                                           entry_price, isolated, isolated_margin, inst, tiers,
+                                                           option_margin))
         notional, _, value, _, mm, tier = figures
         own, coin = position_exposure(p, book, moving)
         if not isolated[p] and own < 0:
@@ -311,31 +310,36 @@ def close_out(fee_rate, rnd, dead, out, liq, owners, out_iso, liq_iso, round_of,
         a = dead[j]
         j += 1
         eq = out[0, c]
-        fee = min(fee_rate * out[2, c], max(eq, 0.0))
+        fee, debt, rest = _charge(fee_rate, eq, out[2, c], fee_paid, bad_debt, a)
         round_of[a] = rnd
         eq_at[a] = eq
-        fee_paid[a] += fee
-        bad_debt[a] += max(-eq, 0.0)
-        left[a] = max(eq - fee, 0.0)
+        left[a] = rest
         fees += fee
-        bad += max(-eq, 0.0)
+        bad += debt
         notional += out[2, c]
     j = 0
     for c in range(liq_iso.shape[0]):
         if not liq_iso[c]:
             continue
         a = owners[j]
-        eq = out_iso[0, c]
-        fee = min(fee_rate * out_iso[2, c], max(eq, 0.0))
-        fee_paid[a] += fee
-        bad_debt[a] += max(-eq, 0.0)
+        fee, debt, iso_rest[j] = _charge(fee_rate, out_iso[0, c], out_iso[2, c], fee_paid, bad_debt, a)
         iso_count[a] += 1
-        iso_rest[j] = max(eq - fee, 0.0)
         j += 1
         fees += fee
-        bad += max(-eq, 0.0)
+        bad += debt
         notional += out_iso[2, c]
     return fees, bad, notional
+
+
+@inline
+def _charge(fee_rate, equity, notional, fee_paid, bad_debt, a):
+    """One bucket closed out (SPEC §6): its fee ``fee_rate * notional`` while its ``equity`` lasts, negative equity
+    as bad debt, both added to account ``a``'s; returns ``(fee, bad debt, equity left)``."""
+    fee = min(fee_rate * notional, max(equity, 0.0))
+    debt = max(-equity, 0.0)
+    fee_paid[a] += fee
+    bad_debt[a] += debt
+    return fee, debt, max(equity - fee, 0.0)
 
 
 @kernel(parallel=True, nrt=False)
