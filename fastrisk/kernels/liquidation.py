@@ -648,8 +648,8 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
 @inline
 def row_factors(a, p, u, equity, mm, fixed, has_mm, bounds, how, lo, hi, sep, order, book, inst, tiers, val, weights,
                 option_margin, moving, rows):
-    """``(m_down, m_up, g1)`` of one bucket row: factors 1.0 if liquidatable now, NaN where none; ``g1`` its
-    excess equity - MM at m = 1 (+inf when the bucket carries no MM: never liquidated).
+    """``(m_down, m_up)`` of one bucket row: factors 1.0 if liquidatable now, NaN where none (always, when the
+    bucket carries no MM: never liquidated).
 
     ``equity``, ``mm``: at m = 1, of the rows moving with ``u`` (``moving_figures``' scope: isolated position
     ``p`` when ``p >= 0``, else account ``a``'s, its positions on ``u`` being ``order[lo:hi]``); ``fixed``: the
@@ -660,10 +660,10 @@ def row_factors(a, p, u, equity, mm, fixed, has_mm, bounds, how, lo, hi, sep, or
     bucket's evaluation is compiled once."""
     s_lo, s_hi, e_dn, e_up, seg_dn, seg_up = bounds
     if not has_mm:
-        return np.nan, np.nan, np.inf
+        return np.nan, np.nan
     g1 = (fixed + equity) - mm
     if g1 <= 0.0:
-        return 1.0, 1.0, g1
+        return 1.0, 1.0
     down = up = np.nan
     for d in range(2):
         factor = search(d == 0, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed, lo, hi, sep, order,
@@ -672,7 +672,7 @@ def row_factors(a, p, u, equity, mm, fixed, has_mm, bounds, how, lo, hi, sep, or
             down = factor
         else:
             up = factor
-    return down, up, g1
+    return down, up
 
 
 @inline
@@ -680,7 +680,7 @@ def _write_row(r, a, u, p, factors, out, ids):
     """Row ``r`` of the kernel's outputs ``out`` (``liquidation_factors``): bucket (account ``a``, underlying ``u``,
     position ``p``) and its ``row_factors``. ``ids = (account_id [a], instrument_id [p], index_price [u])``."""
     underlying, account_id, instrument_id, index, price, distance, valid = out
-    down, up, _ = factors
+    down, up = factors
     underlying[r] = u
     x = ids[2][u]
     account_id[r] = ids[0][a]
@@ -737,16 +737,16 @@ def liquidation_factors(row_start, n_cross, exposure, order, scratch, out, ids, 
     r] (down, up: price = index * factor, distance = 1 - factor down, factor - 1 up; factor 1.0 = liquidatable now,
     NaN = none in range) and ``valid`` uint8 [3, r] (down found, up found, isolated row: the validity of the
     nullable columns); and ``order`` [p] (each account's cross positions with a quantity grouped by underlying
-    code, ``account_factors``). ``scratch = (count, shape,
-    acc, rows, iso_acc, iso_of)``, one row per chunk of accounts, of any content (K = the most positions and
-    balances of an account): int64 [chunk, u], int64 [chunk, u], float64 [chunk, u, FIGURES] (the sums per
-    underlying), float64 [chunk, 3, 2, K] (``search``'s), float64 [chunk, K, FIGURES] and int64 [chunk, K, 2] (the
-    isolated positions' sums, their position and shape). ``val = (price, forward, settle_px, asset_px)`` is the
-    valuation moved from (today's, or a shocked one); ``weights = (collateral_weight, borrow_weight)`` per asset;
-    ``terms = (mm_convex, mmf_max, amount_min, amount_max, w_lo, w_hi)``: per instrument [i] whether its mmf never
-    falls from bracket to bracket, and the range of its mmf and maintenance amounts; then the window of factors the
-    slope bounds must hold over (``slope_bounds``); ``moving`` as in ``margin.moved_instrument``. Outputs are
-    allocated by the caller.
+    code, ``account_factors``). ``scratch = (count, shape, acc, rows, iso_acc, iso_of)``, one row per chunk of
+    accounts, of any content (K = the most positions and balances of an account): int64 [chunk, u], int64 [chunk,
+    u], float64 [chunk, u, FIGURES] (the sums per underlying), float64 [chunk, 3, 2, K] (``search``'s), float64
+    [chunk, K, FIGURES] and int64 [chunk, K, 2] (the isolated positions' sums, their position and shape). ``val =
+    (price, forward, settle_px, asset_px)`` is the valuation moved from (today's); ``weights = (collateral_weight,
+    borrow_weight)`` per asset; ``terms = (mm_convex, mmf_max, amount_min, amount_max, w_lo, w_hi)``: per
+    instrument [i] whether its mmf never falls from bracket to bracket, and the range of its mmf and maintenance
+    amounts; then the window of factors the slope bounds must hold over (``slope_bounds``); ``moving`` as in
+    ``margin.moved_instrument``, plus the options' grid prices (``moving_figures``). Outputs are allocated by the
+    caller.
 
     Accounts run in chunks, each with its own scratch; the body is one compiled call per chunk (the parallel
     pass analyses a small body; a call per account would pass its many arrays once per account, and without
