@@ -39,29 +39,39 @@ def tier_margin(notional, first, last, cap, imf, mmf, amount):
 
 
 @inline
+def position_value(kind, q, size, price, entry):
+    """``(upnl, value)`` of one position in settle-asset units: futures' PnL, and what it adds to its bucket's
+    equity (futures: upnl; options: q*c*V). The part of ``position_figures`` that an equity needs."""
+    if kind == LINEAR:
+        upnl = q * size * (price - entry)
+        return upnl, upnl
+    if kind == INVERSE:
+        upnl = q * size * (1.0 / entry - 1.0 / price)
+        return upnl, upnl
+    return q * size * (price - entry), q * size * price
+
+
+@inline
 def position_figures(kind, q, size, price, forward, entry, first, last, option_type, strike, tiers, option_margin):
     """One position in settle-asset units: ``(notional, upnl, value, im, mm, tier)``.
 
-    ``value`` is what the position adds to its bucket's equity (futures: upnl; options: q*c*V).
-    ``tier`` is 0 for options (no bracket). The instrument's brackets are ``first..last`` of
-    ``tiers = (cap, imf, mmf, amount)``;
+    ``value`` is what the position adds to its bucket's equity (futures: upnl; options: q*c*V,
+    ``position_value``). ``tier`` is 0 for options (no bracket). The instrument's brackets are ``first..last``
+    of ``tiers = (cap, imf, mmf, amount)``;
     ``option_margin = (im_fraction, min_fraction, mm_fraction)``, Deribit-shaped (SPEC §2).
     """
+    upnl, value = position_value(kind, q, size, price, entry)
     if kind == LINEAR:
         notional = abs(q) * size * price
-        upnl = q * size * (price - entry)
         tier, im, mm = tier_margin(notional, first, last, tiers[0], tiers[1], tiers[2], tiers[3])
-        return notional, upnl, upnl, im, mm, tier
+        return notional, upnl, value, im, mm, tier
     if kind == INVERSE:
         notional = abs(q) * size / price
-        upnl = q * size * (1.0 / entry - 1.0 / price)
         tier, im, mm = tier_margin(notional, first, last, tiers[0], tiers[1], tiers[2], tiers[3])
-        return notional, upnl, upnl, im, mm, tier
+        return notional, upnl, value, im, mm, tier
     # Options: valued, not PnL'd; only shorts carry margin (the value is already in equity).
     units = abs(q) * size
     notional = units * forward
-    value = q * size * price
-    upnl = q * size * (price - entry)
     im = 0.0
     mm = 0.0
     if q < 0.0:
@@ -273,14 +283,25 @@ def account_equity(out, live, left, iso_left, before, book, inst, tiers, val, we
     minus that. Equity after: its cross and isolated equity at the valuation ``val = (price, forward,
     settle_px, asset_px)`` (the final prices), except a liquidated cross bucket (``live`` [a] 0), which keeps
     what it had ``left`` [a] at close-out; ``iso_left`` [a] is added (its closed isolated positions' left-overs
-    less what they are worth in the isolated equity at ``val``). ``account_figures``' margins, unused, are
-    dropped by the compiler."""
+    less what they are worth in the isolated equity at ``val``). Summed as ``account_figures`` sums them, from
+    ``position_value`` alone: margins are not needed (the whole ``position_figures``, margins dropped by the
+    compiler, was 38 % slower: the tier lookup stays)."""
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
         bal_amount = book
+    kind, size = inst[0], inst[1]
+    price, settle_px, asset_px = val[0], val[2], val[3]
     for a in prange(pos_start.shape[0] - 1):
-        coll, upnl, optv, _, _, _, iso_eq, _ = account_figures(
-            a, pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset,
-            bal_amount, inst, tiers, val[0], val[1], val[2], val[3], weights[0], weights[1], option_margin)
+        sums = NO_POSITIONS
+        for p in range(index(pos_start[a]), index(pos_start[a + 1])):
+            i = index(pos_instrument[p])
+            upnl, value = position_value(kind[i], quantity[p], size[i], price[i], entry_price[p])
+            sums = add_position(sums, usd_contribution((0.0, upnl, value, 0.0, 0.0, 0), kind[i], isolated[p],
+                                                       isolated_margin[p], settle_px[i]))
+        upnl, optv, _, _, _, iso_eq, _ = sums
+        coll = 0.0
+        for b in range(index(bal_start[a]), index(bal_start[a + 1])):
+            k = index(bal_asset[b])
+            coll += balance_usd(asset_px[k], bal_amount[b], weights[0][k], weights[1][k])
         cross = coll + upnl + optv if live[a] else left[a]
         after = cross + (iso_eq + iso_left[a])
         out[0, a] = after
