@@ -93,6 +93,7 @@ def _screen_account(a, c, j, accounts, isolated_out, scratch, book, inst, terms,
         figures = position_figures(kind[i], quantity[p], size[i], price[i], forward[i], entry_price[p], tier_first[i],
                                    tier_last[i], option_type[i], strike[i], tiers, option_margin)
         sums = add_position(sums, usd_contribution(figures, kind[i], isolated[p], isolated_margin[p], px))
+        # The whole position_usd, although only the equity is kept: margin.value_usd here made this pass 8 % slower.
         sums_today = add_position(sums_today, position_usd(p, i, today[0][i], today[1][i], today[2][i], quantity,
                                                            entry_price, isolated, isolated_margin, inst, tiers,
                                                            option_margin))

@@ -164,6 +164,15 @@ def pick(c, a, b):
 
 
 @inline
+def value_usd(p, i, price, px, quantity, entry_price, isolated, isolated_margin, inst):
+    """``position_usd`` for a caller that needs equities only: its margins and notional are 0, from
+    ``position_value`` (no tier lookup)."""
+    kind, size = inst[0], inst[1]
+    upnl, value = position_value(kind[i], quantity[p], size[i], price, entry_price[p])
+    return usd_contribution((0.0, upnl, value, 0.0, 0.0, 0), kind[i], isolated[p], isolated_margin[p], px)
+
+
+@inline
 def add_position(sums, contribution):
     """``sums = (upnl, option_value, im, mm, gross, isolated_equity, n_isolated_liquidatable)`` plus one
     ``position_usd`` contribution, each figure summed in the order positions are added."""
@@ -284,19 +293,17 @@ def account_equity(out, live, left, iso_left, before, book, inst, tiers, val, we
     settle_px, asset_px)`` (the final prices), except a liquidated cross bucket (``live`` [a] 0), which keeps
     what it had ``left`` [a] at close-out; ``iso_left`` [a] is added (its closed isolated positions' left-overs
     less what they are worth in the isolated equity at ``val``). Summed as ``account_figures`` sums them, from
-    ``position_value`` alone: margins are not needed (the whole ``position_figures``, margins dropped by the
-    compiler, was 38 % slower: the tier lookup stays)."""
+    ``value_usd``: the whole ``position_usd``, margins left for the compiler to drop, was 38 % slower (the tier
+    lookup stays)."""
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
         bal_amount = book
-    kind, size = inst[0], inst[1]
     price, settle_px, asset_px = val[0], val[2], val[3]
     for a in prange(pos_start.shape[0] - 1):
         sums = NO_POSITIONS
         for p in range(index(pos_start[a]), index(pos_start[a + 1])):
             i = index(pos_instrument[p])
-            upnl, value = position_value(kind[i], quantity[p], size[i], price[i], entry_price[p])
-            sums = add_position(sums, usd_contribution((0.0, upnl, value, 0.0, 0.0, 0), kind[i], isolated[p],
-                                                       isolated_margin[p], settle_px[i]))
+            sums = add_position(sums, value_usd(p, i, price[i], settle_px[i], quantity, entry_price, isolated,
+                                                isolated_margin, inst))
         upnl, optv, _, _, _, iso_eq, _ = sums
         coll = 0.0
         for b in range(index(bal_start[a]), index(bal_start[a + 1])):
