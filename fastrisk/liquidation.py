@@ -16,7 +16,7 @@ from . import codes as C
 from .book import Book, BoundBook
 from .market import Market
 from .risk import OPTION_MARGIN, Valuation, kernel_market, value_instruments
-from .tables import empty
+from .tables import bitmap, empty, with_validity
 
 __all__ = ["liquidation_prices", "LIQUIDATION_SCHEMA"]
 
@@ -211,29 +211,18 @@ def liquidation_prices(market: Market, book: Book, *, rate: float = 0.0,
     underlying, account_id, instrument_id, index, price, distance, valid = _liquidation_rows(
         market, bound, value_instruments(market, rate=rate), rate, option_margin)
     n = len(underlying)
-    down_ok, up_ok, isolated = (_bitmap(v) for v in valid)
+    down_ok, up_ok, isolated = (bitmap(v) for v in valid)
     return pa.table({
         "account_id": account_id,
         # Codes the kernel wrote from the market's own: not re-checked (a pass over every row).
         "underlying": pa.DictionaryArray.from_arrays(pa.array(underlying, pa.int32()), market.underlying_names,
                                                      safe=False),
         "isolated": pa.Array.from_buffers(pa.bool_(), n, [None, isolated]),
-        "instrument_id": _with_validity(pa.int32(), instrument_id, isolated, valid[2]),
+        "instrument_id": with_validity(pa.int32(), instrument_id, isolated, valid[2]),
         "index_price": index,
-        "liq_price_down": _with_validity(pa.float64(), price[0], down_ok, valid[0]),
-        "liq_price_up": _with_validity(pa.float64(), price[1], up_ok, valid[1]),
-        "distance_down": _with_validity(pa.float64(), distance[0], down_ok, valid[0]),
-        "distance_up": _with_validity(pa.float64(), distance[1], up_ok, valid[1]),
+        "liq_price_down": with_validity(pa.float64(), price[0], down_ok, valid[0]),
+        "liq_price_up": with_validity(pa.float64(), price[1], up_ok, valid[1]),
+        "distance_down": with_validity(pa.float64(), distance[0], down_ok, valid[0]),
+        "distance_up": with_validity(pa.float64(), distance[1], up_ok, valid[1]),
     }, schema=LIQUIDATION_SCHEMA)
 
-
-def _bitmap(valid: np.ndarray) -> pa.Buffer:
-    """A uint8 0/1 array as an Arrow bitmap (LSB first)."""
-    return pa.py_buffer(np.packbits(valid, bitorder="little"))
-
-
-def _with_validity(type_, values: np.ndarray, bitmap: pa.Buffer, valid: np.ndarray) -> pa.Array:
-    """``values`` as an Arrow array, null where ``valid`` is 0 (the kernel's "none"), without a copy."""
-    n = len(values)
-    nulls = n - int(np.count_nonzero(valid))
-    return pa.Array.from_buffers(type_, n, [bitmap if nulls else None, pa.py_buffer(values)], null_count=nulls)

@@ -18,7 +18,7 @@ from .book import Book
 from .errors import InputError
 from .market import Market
 from .risk import OPTION_MARGIN, kernel_market, value_instruments
-from .tables import empty, full
+from .tables import bitmap, empty, full, with_validity
 
 __all__ = ["cascade", "CascadeResult", "format_rounds", "shock_multipliers", "IMPACT_MODELS"]
 
@@ -327,11 +327,12 @@ def _rounds_table(market: Market, rounds) -> pa.Table:
 
 def _accounts_table(account_id, round_of, equity_before, eq_at, fee_paid, bad_debt, iso_count, equity_after, loss):
     liquidated = round_of >= 0
+    bits = bitmap(liquidated)
     return pa.table({
         "account_id": account_id,
-        "round_liquidated": pa.array(round_of, pa.int32(), mask=~liquidated),
+        "round_liquidated": with_validity(pa.int32(), round_of, bits, liquidated),
         "equity_before": equity_before,
-        "equity_at_liquidation": pa.array(eq_at, pa.float64(), mask=~liquidated),
+        "equity_at_liquidation": with_validity(pa.float64(), eq_at, bits, liquidated),
         "fee_paid": fee_paid,
         "bad_debt": bad_debt,
         "isolated_liquidated": iso_count,

@@ -347,10 +347,28 @@ def empty(shape, dtype=np.float64) -> np.ndarray:
 
 
 def full(shape, value, dtype=np.float64) -> np.ndarray:
-    """``np.full`` in memory from Arrow's pool (see ``empty``)."""
+    """``np.full`` in memory from Arrow's pool (see ``empty``), filled in parallel (``kernels.arrays.fill``)."""
+    from .kernels._jit import n_chunks
+    from .kernels.arrays import fill
+
     out = empty(shape, dtype)
-    out.fill(value)
+    flat = out.reshape(-1)
+    fill(flat, flat.dtype.type(value), n_chunks(len(flat)))
     return out
+
+
+def bitmap(valid: np.ndarray) -> pa.Buffer:
+    """A 0/1 (uint8 or bool) array as an Arrow validity bitmap (LSB first)."""
+    return pa.py_buffer(np.packbits(valid, bitorder="little"))
+
+
+def with_validity(type_, values: np.ndarray, bits: pa.Buffer, valid: np.ndarray) -> pa.Array:
+    """``values`` as an Arrow array of ``type_``, null where ``valid`` is 0 (``bits`` its ``bitmap``), without
+    a copy: ``pa.array(values, mask=...)`` converts the mask and copies (6 ms for a cascade's accounts table
+    of 1M rows against 0.6)."""
+    n = len(values)
+    nulls = n - int(np.count_nonzero(valid))
+    return pa.Array.from_buffers(type_, n, [bits if nulls else None, pa.py_buffer(values)], null_count=nulls)
 
 
 def check_range(t: pa.Table, col: Column, schema: Schema, *, lo=None, rule=None) -> None:
