@@ -284,8 +284,8 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
         account_live[dead] = 0
         iso_live[iso_cand_k[liq_iso]] = 0
         flow = np.zeros(n_u)
-        forced_flow(dead, dead_pos, flow, np.zeros((n_chunks(len(dead), 1 << 8), n_u)), kbook, inst, tiers, vt,
-                    val.delta, M.underlying, option_margin)
+        forced_flow(dead, dead_pos, flow, np.zeros((n_chunks(len(dead), 1 << 8), n_u)), kbook, inst, vt, val.delta,
+                    M.underlying)
         fund += fees
         drawn = min(bad, fund)
         fund -= drawn

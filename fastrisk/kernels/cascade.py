@@ -31,7 +31,7 @@ from ..codes import OPTION
 from ._jit import chunked, index, inline, kernel
 from .liquidation import balance_exposure, coin_bounds, position_exposure, slope_bounds
 from .margin import (NO_POSITIONS, account_figures, add_position, balance_usd, isolated_bucket, position_figures,
-                     position_usd, usd_contribution)
+                     position_notional, position_usd, usd_contribution)
 
 # The bound is exact arithmetic on rounded figures: a bucket is flagged a hair early rather than late.
 SCREEN_MARGIN = 1e-9
@@ -344,8 +344,7 @@ def _charge(fee_rate, equity, notional, fee_paid, bad_debt, a):
 
 
 @kernel(parallel=True, nrt=False)
-def forced_flow(accounts, positions, flow, chunk_flow, book, inst, tiers, val, delta, inst_underlying,
-                option_margin):
+def forced_flow(accounts, positions, flow, chunk_flow, book, inst, val, delta, inst_underlying):
     """Add to ``flow`` [u] the signed USD notional closed: every cross position with a quantity of the
     liquidated ``accounts`` and the liquidated isolated ``positions``. Futures: sign(q) * notional; options by
     delta: q*c*delta*F; both times the settle price. Positive = longs closed = forced selling.
@@ -362,30 +361,27 @@ def forced_flow(accounts, positions, flow, chunk_flow, book, inst, tiers, val, d
             for p in range(pos_start[a], pos_start[a + 1]):
                 if isolated[p] or quantity[p] == 0.0:
                     continue
-                chunk_flow[c, inst_underlying[pos_instrument[p]]] += _signed_usd(p, book, inst, tiers, val, delta,
-                                                                                 option_margin)
+                chunk_flow[c, inst_underlying[pos_instrument[p]]] += _signed_usd(p, book, inst, val, delta)
     for c in range(n_chunks):
         for u in range(flow.shape[0]):
             flow[u] += chunk_flow[c, u]
     for j in range(positions.shape[0]):
         p = positions[j]
         if quantity[p] != 0.0:
-            flow[inst_underlying[pos_instrument[p]]] += _signed_usd(p, book, inst, tiers, val, delta, option_margin)
+            flow[inst_underlying[pos_instrument[p]]] += _signed_usd(p, book, inst, val, delta)
 
 
-@kernel(nrt=False)
-def _signed_usd(p, book, inst, tiers, val, delta, option_margin):
-    _, pos_instrument, quantity, entry_price, _, _, _, _, _ = book
-    kind, size, tier_first, tier_last, option_type, strike = inst
+@inline
+def _signed_usd(p, book, inst, val, delta):
+    """Position ``p``'s signed USD notional closed (``forced_flow``)."""
+    _, pos_instrument, quantity, _, _, _, _, _, _ = book
+    kind, size = inst[0], inst[1]
     price, forward, settle_px, _ = val
     i = pos_instrument[p]
     q = quantity[p]
     if kind[i] == OPTION:
         return q * size[i] * delta[i] * forward[i] * settle_px[i]
-    notional, upnl, value, im, mm, _ = position_figures(
-        kind[i], q, size[i], price[i], forward[i], entry_price[p], tier_first[i], tier_last[i], option_type[i],
-        strike[i], tiers, option_margin)
-    return np.sign(q) * notional * settle_px[i]
+    return np.sign(q) * position_notional(kind[i], q, size[i], price[i], forward[i]) * settle_px[i]
 
 
 # Integer and float outputs of ``contagion_accounts`` (per account), in row order.

@@ -52,6 +52,17 @@ def position_value(kind, q, size, price, entry):
 
 
 @inline
+def position_notional(kind, q, size, price, forward):
+    """One position's notional in settle-asset units: |q|*c*P (linear), |q|*c/P (inverse), |q|*c*F (options).
+    The part of ``position_figures`` that tiers and forced flows need."""
+    if kind == LINEAR:
+        return abs(q) * size * price
+    if kind == INVERSE:
+        return abs(q) * size / price
+    return abs(q) * size * forward
+
+
+@inline
 def position_figures(kind, q, size, price, forward, entry, first, last, option_type, strike, tiers, option_margin):
     """One position in settle-asset units: ``(notional, upnl, value, im, mm, tier)``.
 
@@ -61,17 +72,14 @@ def position_figures(kind, q, size, price, forward, entry, first, last, option_t
     ``option_margin = (im_fraction, min_fraction, mm_fraction)``, Deribit-shaped (SPEC §2).
     """
     upnl, value = position_value(kind, q, size, price, entry)
+    notional = position_notional(kind, q, size, price, forward)
     if kind == LINEAR:
-        notional = abs(q) * size * price
         tier, im, mm = tier_margin(notional, first, last, tiers[0], tiers[1], tiers[2], tiers[3])
         return notional, upnl, value, im, mm, tier
     if kind == INVERSE:
-        notional = abs(q) * size / price
         tier, im, mm = tier_margin(notional, first, last, tiers[0], tiers[1], tiers[2], tiers[3])
         return notional, upnl, value, im, mm, tier
     # Options: valued, not PnL'd; only shorts carry margin (the value is already in equity).
-    units = abs(q) * size
-    notional = units * forward
     im = 0.0
     mm = 0.0
     if q < 0.0:
