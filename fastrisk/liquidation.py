@@ -41,7 +41,8 @@ class Buckets:
     fall_total: np.ndarray  # [a] the sum over the account's cross rows of the fastest fall down or up
     g_account: np.ndarray   # [a] the excess of the account's cross bucket (inf without cross rows)
     n_cross: np.ndarray     # [a] int32 the underlyings its cross bucket moves with (its liquidation table rows)
-    separable: np.ndarray   # [a] uint8: its equity separates by underlying (kernels.cascade.screen_figures)
+    always: np.ndarray      # [a] uint8: cross rows and an equity that does not separate by underlying
+                            # (kernels.cascade.screen_figures): checked whenever alive
     iso_underlying: np.ndarray  # [j] int32 the isolated position's underlying
     iso_position: np.ndarray    # [j] int64 position index
     iso_down: np.ndarray        # [j] the fastest its excess can fall per unit of m moved down
@@ -125,8 +126,8 @@ def screen_buckets(market: Market, bound: BoundBook, val: Valuation, *, rate: fl
                    (val.price, val.forward, val.settle_px, val.asset_px),
                    (today.price, today.forward, today.settle_px, today.asset_px), (M.asset_cw, M.asset_bw),
                    tuple(float(x) for x in option_margin), kernel_moving(market, rate), chunks)
-    g, fall, n_cross, separable, equity_today, exact = accounts
-    return Buckets(fall, g, n_cross, separable, *isolated, equity_today, exact)
+    g, fall, n_cross, always, equity_today, exact = accounts
+    return Buckets(fall, g, n_cross, always, *isolated, equity_today, exact)
 
 
 def _liquidation_rows(market: Market, bound: BoundBook, val: Valuation, rate: float, option_margin):

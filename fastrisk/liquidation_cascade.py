@@ -188,7 +188,6 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     iso_ref = np.zeros(len(iso_pos), np.int32)
     iso_live = np.ones(len(iso_pos), np.uint8)
     iso_always = bk.iso_always
-    account_always = ((bk.separable == 0) & (bk.n_cross > 0)).astype(np.uint8)
     flag_account = empty(n, np.uint8)  # every flag is written
     flag_iso = np.zeros(len(iso_pos), np.uint8)
     reach = np.full(int(max_rounds), np.inf)
@@ -233,12 +232,12 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
                 watched, watched_dead = len(watch) + len(iso_watch), 0
             if top > horizon:
                 horizon = max(2.0 * top, WATCH_HORIZON)
-                watch_accounts(horizon, bk.n_cross, fall_total, g_account, account_live, account_always, flag_account)
+                watch_accounts(horizon, bk.n_cross, fall_total, g_account, account_live, bk.always, flag_account)
                 watch_isolated(horizon, bk.iso_down, bk.iso_up, iso_always, iso_g, iso_live, flag_iso)
                 watch, iso_watch = np.flatnonzero(flag_account), np.flatnonzero(flag_iso)
                 # Their figures, gathered (kept in step below): a round reads them contiguously.
                 w_g, w_fall, w_ref, w_live, w_always = (
-                    c[watch] for c in (g_account, fall_total, ref_account, account_live, account_always))
+                    c[watch] for c in (g_account, fall_total, ref_account, account_live, bk.always))
                 iw_u, iw_down, iw_up, iw_g, iw_ref, iw_live, iw_always = (
                     c[iso_watch] for c in (bk.iso_underlying, bk.iso_down, bk.iso_up, iso_g, iso_ref, iso_live,
                                            iso_always))

@@ -184,7 +184,7 @@ def test_screen_bound_holds_within_its_window(moves, seed):
     g = floats[3] - floats[5]  # equity - MM
     slack = 1e-9 * (np.abs(floats[3]) + np.abs(floats[5]) + 1.0)
     reach = np.abs(x - 1.0).max()
-    check = (bk.n_cross > 0) & (bk.separable == 1) & np.isfinite(bk.g_account) & (floats[5] > 0)
+    check = (bk.n_cross > 0) & (bk.always == 0) & np.isfinite(bk.g_account) & (floats[5] > 0)
     assert check.sum() > 50
     assert np.all(g[check] >= bk.g_account[check] - bk.fall_total[check] * reach - slack[check])
     # Isolated positions: their own bucket, re-valued exactly by check_isolated.

@@ -43,11 +43,11 @@ def screen_figures(accounts, isolated_out, iso_chunk, scratch, book, inst, terms
     """What the screen knows of every bucket at the valuation ``val`` (the shocked prices), from one pass over each
     account's positions and balances.
 
-    ``accounts = (g, fall, n_cross, separable, equity_today, exact)`` [a]: the cross bucket's excess equity - MM
+    ``accounts = (g, fall, n_cross, always, equity_today, exact)`` [a]: the cross bucket's excess equity - MM
     (USD, as ``check_accounts`` computes it; inf without cross rows or MM), the sum over the underlyings it moves
     with of the larger of its fall rates down and up (0 without MM), how many underlyings it moves with
-    (``kernels.liquidation.position_exposure`` and ``balance_exposure``), whether its equity separates by
-    underlying, and while the rows are at hand: its equity at the valuation ``today``, cross plus isolated, as
+    (``kernels.liquidation.position_exposure`` and ``balance_exposure``), whether it has cross rows and its
+    equity does not separate by underlying (the screen cannot bound it: checked whenever alive), and while the rows are at hand: its equity at the valuation ``today``, cross plus isolated, as
     ``margin.account_figures`` sums it (the cascade's equity before), and ``exact`` [3, a], what ``check_accounts``
     writes for it at ``val`` (the cascade's first round, at the shocked prices, reads it). ``isolated_out =
     (underlying, position, down, up, excess, always, account)`` [j]: each isolated position's, in position order
@@ -145,7 +145,7 @@ def _screen_account(a, c, j, accounts, isolated_out, scratch, book, inst, terms,
     accounts[0][a] = equity - mm_total if has_mm else np.inf
     accounts[1][a] = fall if has_mm else 0.0
     accounts[2][a] = n_u
-    accounts[3][a] = sep
+    accounts[3][a] = not sep and n_u > 0
     accounts[4][a] = (collateral_today + upnl_today + option_today) + isolated_today
     accounts[5][0, a] = equity
     accounts[5][1, a] = mm_total
