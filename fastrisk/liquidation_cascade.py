@@ -251,7 +251,7 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
             cand, iso_cand_k = np.flatnonzero(account_live), np.flatnonzero(iso_live)
         iso_cand = iso_pos[iso_cand_k]
         if rnd == 1:  # at the shocked prices: the screen's pass computed them
-            out = bk.exact[:, cand]
+            out = np.take(bk.exact, cand, axis=1)  # half the time of bk.exact[:, cand]
         else:
             out = np.empty((3, len(cand)))
             check_accounts(cand, out, kbook, inst, tiers, vt, weights, option_margin, n_chunks(len(cand), 1 << 8))
