@@ -116,3 +116,15 @@ def test_atomic_write_leaves_no_partial_file_and_usual_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert done.read_text() == "whole" and os.stat(done).st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("dtype, value", [(np.float64, np.nan), (np.float64, -0.0), (np.int32, -1), (np.uint8, 1)])
+@pytest.mark.parametrize("shape", [0, 5, 300_001, (3, 100_000)])
+def test_full_fills_every_element_in_parallel_chunks(dtype, value, shape):
+    # Large arrays are filled by a parallel chunked kernel (kernels.arrays.fill): every element, exact bits.
+    from fastrisk.tables import full
+
+    got = full(shape, value, dtype)
+    want = np.full(shape, value, dtype)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    assert got.tobytes() == want.tobytes()
