@@ -39,7 +39,7 @@ class BookArrays(ReadOnlyArrays):
     bal_amount: np.ndarray        # [b] asset units
     bal_row: np.ndarray           # [b] int64 row in the input table; empty when rows are in input order
     bal_asset_names: pa.Array     # the distinct asset names the balances use
-    zero_entry: int               # positions whose entry price is 0: allowed for options only
+    zero_entry: bool              # some position's entry price is 0: allowed for options only
 
 
 @dataclass(frozen=True)
@@ -97,19 +97,18 @@ class Book:
 
         # One read of every column: bounds of each, key order, and where accounts start.
         k = n_chunks(n)
-        bounds = np.array([POSITIONS[c].closed_bounds() for c in
-                           ("instrument_id", "quantity", "entry_price", "isolated_margin")])
+        names = ("instrument_id", "quantity", "entry_price", "isolated_margin")
+        bounds = np.array([POSITIONS[c].closed_bounds() for c in names])
         # Scratch for the rows beginning an account run and their accounts, recorded per row chunk.
         starts = empty(n, np.int64), empty(n, np.int64)
-        bad, not_increasing, zero_entry, chunk_starts = checks.position_scan(
-            acc, inst, qty, entry, iso_margin, isolated, bounds, *starts, k)
-        for j in np.flatnonzero(bad):
-            col = POSITIONS[("instrument_id", "quantity", "entry_price", "isolated_margin")[j]]
-            values = (inst, qty, entry, iso_margin)[j]
+        outside, not_increasing, zero_entry, chunk_starts = checks.position_scan(
+            acc, inst, qty, entry, iso_margin, isolated, checks.scan_limits(bounds), *starts, k)
+        for j in np.flatnonzero(outside):
+            col = POSITIONS[names[j]]
             mask = isolated if col.name == "isolated_margin" else np.empty(0, np.uint8)
-            rows = checks.outside_rows(values, mask, bounds[j, 0], bounds[j, 1], checks.MAX_EXAMPLES)
-            raise InputError("positions", col.name, col.rule(), rows, bad[j],
-                             examples(p, POSITIONS, col.name, rows))
+            count, rows = checks.violations(n, checks.outside, checks.outside_rows, (inst, qty, entry, iso_margin)[j],
+                                            mask, bounds[j, 0], bounds[j, 1])
+            raise InputError("positions", col.name, col.rule(), rows, count, examples(p, POSITIONS, col.name, rows))
 
         pos_row = np.empty(0, np.int64)  # empty = rows are in input order
         if not_increasing:
@@ -117,8 +116,8 @@ class Book:
             acc, inst, isolated = (_take(x, pos_row) for x in (acc, inst, isolated))
             checks.sort_within_accounts(pos_row, acc, inst, isolated)
             qty, entry, iso_margin = (_take(x, pos_row) for x in (qty, entry, iso_margin))
-            not_increasing = checks.key_not_increasing(acc, inst, isolated, k)  # sorted: only duplicates left
-            chunk_starts = checks.run_start_rows(acc, *starts, k)
+            # Sorted: a key not above the previous one is a duplicate.
+            not_increasing, chunk_starts = checks.run_starts(acc, inst, isolated, *starts, k)
         n_dup = 0
         if not_increasing:
             n_dup, dup_rows = checks.duplicate_key_rows(acc, inst, isolated, checks.MAX_EXAMPLES)
@@ -150,7 +149,7 @@ class Book:
             account_id=accounts, pos_start=pos_start, instrument_id=inst, quantity=qty, entry_price=entry,
             isolated=isolated, isolated_margin=iso_margin, pos_row=pos_row, bal_start=bal_start,
             bal_asset=bal_asset.astype(np.int32, copy=False), bal_amount=amount, bal_row=bal_row,
-            bal_asset_names=encoded.dictionary.cast(pa.string()), zero_entry=int(zero_entry))
+            bal_asset_names=encoded.dictionary.cast(pa.string()), zero_entry=bool(zero_entry))
 
     def bind(self, market) -> BoundBook:
         """Resolve instrument ids and asset names against ``market`` (cached per market)."""

@@ -189,8 +189,9 @@ def test_unknown_instrument_is_named_with_its_input_row():
             "instruments.instrument_id")
 
 
-def test_future_entry_price_must_be_positive():
-    rows = [(1, 1, 1.0, 50000.0, None), (2, 3, 1.0, 0.0, None)]
+@pytest.mark.parametrize("zero", [0.0, -0.0])
+def test_future_entry_price_must_be_positive(zero):
+    rows = [(1, 1, 1.0, 50000.0, None), (2, 3, 1.0, zero, None)]
     _expect(lambda: fr.account_risk(_market(), _book(B.positions(rows))), "positions", "entry_price", 1,
             "> 0 for futures")
 
@@ -216,6 +217,12 @@ def test_duplicate_balance():
     err = _expect(lambda: fr.account_risk(_market(), _book(bal=bal)), "balances", "asset", None,
                   "one row per (account_id, asset)")
     assert set(err.rows) & {0, 2}
+
+
+def test_negative_zero_is_within_bounds_of_zero():
+    # -0.0 >= 0 holds: the scan, which compares floats' bits, takes both signed zeros for a bound of 0.
+    rows = [(1, 1, 1.0, 50000.0, -0.0), (2, 3, 1.0, 2000.0, 0.0)]
+    assert _book(B.positions(rows)).n_accounts == 2
 
 
 def test_at_most_five_rows_named_and_count_given():
