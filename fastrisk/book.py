@@ -40,6 +40,7 @@ class BookArrays(ReadOnlyArrays):
     bal_row: np.ndarray           # [b] int64 row in the input table; empty when rows are in input order
     bal_asset_names: pa.Array     # the distinct asset names the balances use
     zero_entry: bool              # some position's entry price is 0: allowed for options only
+    bal_duplicates: int           # balances whose asset an earlier balance of the account has: an error
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,9 @@ class Book:
         bacc, _ = numeric_values(b.column("account_id"))
         amount, _ = numeric_values(b.column("amount"))
         asset_col = b.column("asset").chunk(0)  # conform leaves every column in one chunk
+        if pa.types.is_dictionary(asset_col.type) and \
+                len(pc.unique(asset_col.dictionary)) < len(asset_col.dictionary):
+            asset_col = asset_col.dictionary_decode()  # one code per name: duplicate balances are found by code
         encoded = asset_col if pa.types.is_dictionary(asset_col.type) else pc.dictionary_encode(asset_col)
         bal_asset, _ = numeric_values(encoded.indices)
         bal_row = np.empty(0, np.int64)
@@ -140,6 +144,8 @@ class Book:
             bacc, amount, bal_asset = (_take(x, bal_row) for x in (bacc, amount, bal_asset))
             n_bal_runs, _ = checks.account_runs(bacc, bal_accounts, bal_offsets)
         bal_accounts, bal_offsets = bal_accounts[:n_bal_runs], bal_offsets[:n_bal_runs + 1]
+        # Raised by bind, after unknown asset names, as the market-dependent rules are.
+        n_duplicate = checks.duplicate_codes(bacc, bal_asset, n_chunks(len(bacc)))
 
         most = int(chunk_starts.sum()) + n_bal_runs
         accounts, pos_start, bal_start = empty(most, np.int64), empty(most + 1, np.int64), empty(most + 1, np.int64)
@@ -149,7 +155,8 @@ class Book:
             account_id=accounts, pos_start=pos_start, instrument_id=inst, quantity=qty, entry_price=entry,
             isolated=isolated, isolated_margin=iso_margin, pos_row=pos_row, bal_start=bal_start,
             bal_asset=bal_asset.astype(np.int32, copy=False), bal_amount=amount, bal_row=bal_row,
-            bal_asset_names=encoded.dictionary.cast(pa.string()), zero_entry=bool(zero_entry))
+            bal_asset_names=encoded.dictionary.cast(pa.string()), zero_entry=bool(zero_entry),
+            bal_duplicates=int(n_duplicate))
 
     def bind(self, market) -> BoundBook:
         """Resolve instrument ids and asset names against ``market`` (cached per market)."""
@@ -166,7 +173,7 @@ class Book:
         A, M = self.arrays, market.arrays
         n = len(A.instrument_id)
         pos_instrument = empty(n, np.int32)
-        missing = checks.resolve_instruments(A.instrument_id, M.id_to_index, pos_instrument, n_chunks(n))
+        missing = checks.resolve_codes(A.instrument_id, M.id_to_index, pos_instrument, n_chunks(n))
         if missing:
             rows = _input_rows(A.pos_row, checks.first_rows_where(pos_instrument < 0, checks.MAX_EXAMPLES))
             raise InputError("positions", "instrument_id", "must be one of instruments.instrument_id", rows,
@@ -180,17 +187,16 @@ class Book:
                                  examples(self.positions, POSITIONS, "entry_price", rows))
         local_to_market = pc.index_in(A.bal_asset_names, value_set=market.asset_names).fill_null(-1)
         bal_asset = empty(len(A.bal_asset), np.int32)
-        unknown, dup = checks.resolve_balance_assets(
-            local_to_market.to_numpy(zero_copy_only=False).astype(np.int32), A.bal_asset, A.bal_start, bal_asset,
-            n_chunks(len(bal_asset)))
+        unknown = checks.resolve_codes(A.bal_asset, local_to_market.to_numpy(zero_copy_only=False).astype(np.int32),
+                                       bal_asset, n_chunks(len(bal_asset)))
         if unknown:
             rows = _input_rows(A.bal_row, checks.first_rows_where(bal_asset < 0, checks.MAX_EXAMPLES))
             raise InputError("balances", "asset", "must be one of assets.asset", rows, unknown,
                              examples(self.balances, BALANCES, "asset", rows))
-        if dup:
+        if A.bal_duplicates:
             _, rows = checks.duplicates_in_segments(A.bal_start, bal_asset)
             rows = _input_rows(A.bal_row, rows)
-            raise InputError("balances", "asset", "at most one row per (account_id, asset)", rows, dup,
+            raise InputError("balances", "asset", "at most one row per (account_id, asset)", rows, A.bal_duplicates,
                              examples(self.balances, BALANCES, "asset", rows))
         return BoundBook(A, pos_instrument, bal_asset)
 

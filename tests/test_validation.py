@@ -225,6 +225,28 @@ def test_negative_zero_is_within_bounds_of_zero():
     assert _book(B.positions(rows)).n_accounts == 2
 
 
+def test_duplicate_balance_under_two_dictionary_codes():
+    bal = B.balances([(2, "USDT", 1.0), (1, "BTC", 1.0), (2, "USDT", 5.0)])
+    asset = pa.DictionaryArray.from_arrays(pa.array([0, 1, 2], pa.int32()), pa.array(["USDT", "BTC", "USDT"]))
+    bal = bal.set_column(bal.schema.get_field_index("asset"), "asset", asset)
+    _expect(lambda: fr.account_risk(_market(), _book(bal=bal)), "balances", "asset", None,
+            "one row per (account_id, asset)")
+
+
+def test_duplicate_balances_in_long_and_short_accounts():
+    # Accounts of one to eight balances across several row chunks, unsorted: the count and the rows named are
+    # those of a plain scan of every account's rows, in account order.
+    rng = np.random.default_rng(1)
+    assets = ["USD", "USDT", "BTC", "ETH"]
+    rows = [(a, assets[j], 1.0) for a in range(80_000) for j in rng.permutation(4)[:a % 4 + 1]]
+    first = len(rows)
+    rows += [(90_000, a, 1.0) for a in ["USD", "USDT", "BTC", "ETH", "BTC", "BTC", "BTC", "USD"]]
+    rows += [(3, "BTC", 2.0)]  # account 3 holds all four assets already
+    err = _expect(lambda: fr.account_risk(_market(), _book(bal=B.balances(rows))), "balances", "asset", None,
+                  "one row per (account_id, asset)")
+    assert err.count == 5 and err.rows == [first + 8, first + 4, first + 5, first + 6, first + 7]
+
+
 def test_at_most_five_rows_named_and_count_given():
     rows = [(a, 1, NAN, 50000.0, None) for a in range(12)]
     err = _expect(lambda: _book(B.positions(rows)), "positions", "quantity", 0)

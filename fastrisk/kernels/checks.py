@@ -76,45 +76,22 @@ def outside_rows(x, valid, lo, hi, limit):
 # ------------------------------------------------------------------------ positions against the market
 
 @chunked
-def resolve_instruments(instrument_id, id_to_index, out, k):
-    """Dense instrument rows of every position into ``out`` (-1 for unknown ids); returns how many are
-    unknown."""
-    n = instrument_id.shape[0]
-    size = id_to_index.shape[0]
+def resolve_codes(ids, id_to_code, out, k):
+    """``id_to_code[id]`` of every id into ``out`` (-1 for ids outside it, as for those it maps to -1):
+    the dense instrument rows of positions, the market asset codes of balances. Returns how many are -1."""
+    n = ids.shape[0]
+    size = id_to_code.shape[0]
     unknown = np.zeros(k, np.int64)
     for c in prange(k):
         n_unknown = 0
         for r in range(index(c * n // k), index((c + 1) * n // k)):
-            v = instrument_id[r]
-            looked_up = id_to_index[index(min(max(v, 0), size - 1))]
+            v = ids[r]
+            looked_up = id_to_code[index(min(max(v, 0), size - 1))]
             code = looked_up if (v >= 0) & (v < size) else -1
             out[r] = code
             n_unknown += code < 0
         unknown[c] = n_unknown
     return unknown.sum()
-
-
-@chunked
-def resolve_balance_assets(local_to_market, local_code, bal_start, out, k):
-    """Market asset codes of every balance into ``out`` (-1 for names the market lacks), from the book's own
-    codes, in one pass over the accounts' segments that also counts the rows whose asset already occurred in
-    the same account. Returns ``(n_unknown, n_duplicate)``."""
-    n = bal_start.shape[0] - 1
-    unknown = np.zeros(k, np.int64)
-    duplicate = np.zeros(k, np.int64)
-    for c in prange(k):
-        n_unknown = 0
-        n_duplicate = 0
-        for a in range(index(c * n // k), index((c + 1) * n // k)):
-            first = index(bal_start[a])
-            for r in range(first, index(bal_start[a + index(1)])):
-                code = local_to_market[index(local_code[r])]
-                out[r] = code
-                n_unknown += code < 0
-                n_duplicate += _seen_earlier(out, first, r)
-        unknown[c] = n_unknown
-        duplicate[c] = n_duplicate
-    return unknown.sum(), duplicate.sum()
 
 
 @kernel
@@ -452,6 +429,53 @@ def merge_runs(pos_rows, pos_values, pos_chunk_starts, bal_accounts, bal_offsets
     pos_start[m] = n
     bal_start[m] = bal_offsets[n_b]
     return np.int64(m)
+
+
+# Rows before each balance row that ``duplicate_codes`` compares it with in a loop LLVM vectorises (an account
+# has a few balances); only rows of longer runs are then looked at one by one. A loop per account segment, a
+# few rows each, mispredicts its exit: with the asset codes resolved in it, 5.2 ms for 1.36M balances on one
+# core, against 0.95 for this and 0.4 for resolve_codes.
+_WINDOW = 4
+
+
+@chunked
+def duplicate_codes(account, codes, k):
+    """How many rows of sorted ``account`` hold a code that an earlier row of the same account holds."""
+    n = account.shape[0]
+    counts = np.zeros(k, np.int64)
+    for c in prange(k):
+        b0, b1 = c * n // k, (c + 1) * n // k
+        cnt = 0
+        for r in range(b0, min(b1, _WINDOW)):  # the table's first rows: fewer rows before them than the window
+            cnt += _seen_earlier(codes, _run_first(account, r), r)
+        n_longer = 0
+        for r in range(index(max(b0, _WINDOW)), index(b1)):
+            cnt += _seen_in_window(account, codes, r)
+            n_longer += account[r - index(_WINDOW)] == account[r]
+        if n_longer:  # runs longer than the window: rows before it
+            for r in range(max(b0, _WINDOW), b1):
+                if account[r - _WINDOW] == account[r] and not _seen_in_window(account, codes, r):
+                    cnt += _seen_earlier(codes, _run_first(account, r), r)
+        counts[c] = cnt
+    return counts.sum()
+
+
+@inline
+def _seen_in_window(account, codes, r):
+    """Does ``codes[r]`` occur in one of the ``_WINDOW`` rows before r of the same account?"""
+    seen = False
+    for d in range(index(1), index(_WINDOW + 1)):
+        seen |= (account[r - d] == account[r]) & (codes[r - d] == codes[r])
+    return seen
+
+
+@inline
+def _run_first(account, r):
+    """The first row of the run of ``account`` holding row r."""
+    q = r
+    while q > 0 and account[q - 1] == account[r]:
+        q -= 1
+    return q
 
 
 @kernel
