@@ -103,12 +103,12 @@ class Book:
         # Scratch for the rows beginning an account run and their accounts, recorded per row chunk.
         starts = empty(n, np.int64), empty(n, np.int64)
         outside, not_increasing, zero_entry, chunk_starts = checks.position_scan(
-            acc, inst, qty, entry, iso_margin, isolated, checks.scan_limits(bounds), *starts, k)
+            acc, inst, qty, entry, iso_margin, isolated, bounds, *starts, k)
         for j in np.flatnonzero(outside):
             col = POSITIONS[names[j]]
             mask = isolated if col.name == "isolated_margin" else np.empty(0, np.uint8)
-            count, rows = checks.violations(n, checks.outside, checks.outside_rows, (inst, qty, entry, iso_margin)[j],
-                                            mask, bounds[j, 0], bounds[j, 1])
+            values = (inst, qty, entry, iso_margin)[j]
+            count, rows = checks.violations(n, checks.outside, checks.outside_rows, values, mask, *bounds[j])
             raise InputError("positions", col.name, col.rule(), rows, count, examples(p, POSITIONS, col.name, rows))
 
         pos_row = np.empty(0, np.int64)  # empty = rows are in input order

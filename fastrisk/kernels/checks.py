@@ -11,8 +11,6 @@ one streaming read per column; the rows reported never depend on the thread coun
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import prange
 from numba.cpython.unsafe.numbers import trailing_zeros
@@ -211,20 +209,6 @@ def _order_key(bits):
     return bits ^ ((bits >> 63) & _LOW63)
 
 
-def scan_limits(bounds: np.ndarray) -> np.ndarray:
-    """``position_scan``'s ``limits`` from closed float ``bounds`` [4, 2] of instrument_id, quantity,
-    entry_price, isolated_margin: the instrument ids' rounded inward, the others' as ``_order_key`` s, a
-    bound of 0 widened to take both signed zeros (-0.0 >= 0 holds)."""
-    limits = np.empty((4, 2), np.int64)
-    lo, hi = bounds[0]
-    limits[0] = max(math.ceil(lo), -2**63), min(math.floor(hi), 2**63 - 1)
-    for j in (1, 2, 3):
-        lo, hi = bounds[j]
-        bits = np.array([-0.0 if lo == 0 else lo, 0.0 if hi == 0 else hi]).view(np.int64)
-        limits[j] = bits ^ ((bits >> 63) & _LOW63)
-    return limits
-
-
 @inline
 def _extremes(instrument, quantity, entry_price, isolated_margin, isolated, neutral, s, e, out):
     """Fold rows ``s:e`` into ``out`` [8]: min and max of instrument ids, then of the ``_order_key`` s of
@@ -277,13 +261,13 @@ def _runs(account, instrument, isolated, b0, b1, start_rows, start_values, j):
 
 
 @chunked
-def position_scan(account, instrument, quantity, entry_price, isolated_margin, isolated, limits, start_rows,
+def position_scan(account, instrument, quantity, entry_price, isolated_margin, isolated, bounds, start_rows,
                   start_values, k):
     """One read of every positions column: which columns have rows outside their bounds, whether some row's
     key is not above the previous row's, and where accounts start.
 
-    ``limits`` [4, 2] (``scan_limits``): [lo, hi] of instrument_id, quantity, entry_price, isolated_margin
-    (the latter checked only where ``isolated``). Returns ``(outside [4], key_not_increasing, zero_entry,
+    ``bounds`` [4, 2]: [lo, hi] of instrument_id, quantity, entry_price, isolated_margin (the latter checked
+    only where ``isolated``). Returns ``(outside [4], key_not_increasing, zero_entry,
     starts [k])`` (``zero_entry``: whether the least entry price is 0, i.e. some is, when none is negative),
     and records per chunk the rows that begin a new account run, and their accounts, as ``run_starts`` does.
 
@@ -299,6 +283,14 @@ def position_scan(account, instrument, quantity, entry_price, isolated_margin, i
     not_increasing = np.zeros(k, np.bool_)
     starts = np.zeros(k, np.int64)
     qty, entry, margin = quantity.view(np.int64), entry_price.view(np.int64), isolated_margin.view(np.int64)
+    # The bounds of the float columns as order keys, a bound of 0 widened to take both signed zeros (-0.0 >= 0).
+    widened = np.empty((4, 2))
+    for i in range(4):
+        widened[i, 0] = -0.0 if bounds[i, 0] == 0 else bounds[i, 0]
+        widened[i, 1] = 0.0 if bounds[i, 1] == 0 else bounds[i, 1]
+    limits = widened.view(np.int64)
+    for i in range(4):
+        limits[i, 0], limits[i, 1] = _order_key(limits[i, 0]), _order_key(limits[i, 1])
     for c in prange(k):
         b0, b1 = c * n // k, (c + 1) * n // k
         ext = extremes[c]
@@ -315,7 +307,9 @@ def position_scan(account, instrument, quantity, entry_price, isolated_margin, i
         not_increasing[c] = bad
         starts[c] = np.int64(j) - b0
     outside = np.zeros(4, np.bool_)
-    for i in range(4):
+    # Instrument ids are int32: exact as floats.
+    outside[0] = (extremes[:, 0].min() < bounds[0, 0]) | (extremes[:, 1].max() > bounds[0, 1])
+    for i in range(1, 4):
         outside[i] = (extremes[:, 2 * i].min() < limits[i, 0]) | (extremes[:, 2 * i + 1].max() > limits[i, 1])
     least_entry = extremes[:, 4].min()
     zero_entry = (least_entry == -1) | (least_entry == 0)  # the keys of -0.0 and +0.0
