@@ -148,9 +148,9 @@ def _liquidation_rows(market: Market, bound: BoundBook, val: Valuation, rate: fl
     n, n_pos, n_u = len(B.account_id), len(B.quantity), len(M.index_price)
     # Small account chunks: heavy-tailed accounts balance over the threads; each chunk has its own scratch.
     chunks = n_chunks(n, 1 << 12)
-    n_rows, n_cross, separable = empty(n, np.int64), empty(n, np.int32), empty(n, np.uint8)
+    n_rows, n_cross = empty(n, np.int64), empty(n, np.int32)
     exposure = empty((n, (n_u + 63) // 64), np.uint64)
-    count_rows(n_rows, n_cross, separable, exposure, book, moving)
+    count_rows(n_rows, n_cross, exposure, book, moving)
     row_start = np.zeros(n + 1, np.int64)
     np.cumsum(n_rows, out=row_start[1:])
     r = int(row_start[-1])

@@ -120,33 +120,52 @@ def _lowest(word):
     return np.int64(trailing_zeros(word)), word & (word - _ONE)
 
 
+_M1, _M2, _M4, _H01 = (np.uint64(0x5555555555555555), np.uint64(0x3333333333333333), np.uint64(0x0F0F0F0F0F0F0F0F),
+                      np.uint64(0x0101010101010101))
+
+
+@inline
+def _popcount(x):
+    """The set bits of a uint64, branch-free (SWAR): a loop over the bits mispredicts its exit once a word."""
+    x = x - ((x >> np.uint64(1)) & _M1)
+    x = (x & _M2) + ((x >> np.uint64(2)) & _M2)
+    x = (x + (x >> np.uint64(4))) & _M4
+    return np.int64((x * _H01) >> np.uint64(56))
+
+
+@inline
+def _add_bit(w0, words, u):
+    """Set bit ``u`` (>= 0) of the bit set whose first word is kept in ``w0`` (returned) and the rest in
+    ``words``: a venue's first 64 underlyings cost a register operation, not a store and a reload."""
+    if u < 64:
+        return w0 | (_ONE << np.uint64(u))
+    _set(words, u)
+    return w0
+
+
 @kernel(parallel=True, nrt=False)
-def count_rows(n_rows, n_cross, separable, exposure, book, moving):
+def count_rows(n_rows, n_cross, exposure, book, moving):
     """Per account: the underlyings its cross bucket moves with, as a bit set ``exposure`` [a, n_words] (bit u
     of word u // 64; none when it has no cross position with a quantity); the rows of its liquidation table
-    into ``n_rows`` [a] (cross rows + isolated positions), its cross rows into ``n_cross`` [a], and into
-    ``separable`` [a] whether its equity is a sum of one function per underlying (no cross position settled
-    in a coin following another underlying than its own)."""
+    into ``n_rows`` [a] (cross rows + isolated positions) and its cross rows into ``n_cross`` [a]."""
     pos_start, _, _, _, isolated, _, bal_start, _, _ = book
     for a in prange(pos_start.shape[0] - 1):
         words = exposure[a]
         words[:] = 0
+        w0 = _ZERO
         n_iso = 0
-        sep = True
         for p in range(pos_start[a], pos_start[a + 1]):
             n_iso += isolated[p] != 0
             own, coin = position_exposure(p, book, moving)
             if own >= 0:
-                _set(words, own)
+                w0 = _add_bit(w0, words, own)
             if coin >= 0:
-                _set(words, coin)
-                sep = False
+                w0 = _add_bit(w0, words, coin)
+        if words.shape[0] > 0:
+            words[0] = w0
         n_u = 0
         for w in range(words.shape[0]):
-            word = words[w]
-            while word != _ZERO:
-                _, word = _lowest(word)
-                n_u += 1
+            n_u += _popcount(words[w])
         if n_u > 0:
             for b in range(bal_start[a], bal_start[a + 1]):
                 u = balance_exposure(b, book, moving)
@@ -155,7 +174,6 @@ def count_rows(n_rows, n_cross, separable, exposure, book, moving):
                     n_u += 1
         n_rows[a] = n_u + n_iso
         n_cross[a] = n_u
-        separable[a] = sep
 
 
 @inline
