@@ -348,12 +348,11 @@ def empty(shape, dtype=np.float64) -> np.ndarray:
 
 def full(shape, value, dtype=np.float64) -> np.ndarray:
     """``np.full`` in memory from Arrow's pool (see ``empty``), filled in parallel (``kernels.arrays.fill``)."""
-    from .kernels._jit import n_chunks
     from .kernels.arrays import fill
 
     out = empty(shape, dtype)
     flat = out.reshape(-1)
-    fill(flat, flat.dtype.type(value), n_chunks(len(flat)))
+    fill(flat, flat.dtype.type(value))
     return out
 
 

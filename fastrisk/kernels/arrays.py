@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from numba import prange
 
-from ._jit import chunked, index
+from ._jit import kernel
 
 
-@chunked
-def fill(out, value, k):
-    """``out[:] = value`` in row chunks: a memory-bound store that one core cannot saturate (eight 1M-account
-    arrays of a cascade: 8.3 ms with NumPy's fill, one thread)."""
-    n = out.shape[0]
-    for c in prange(k):
-        for r in range(index(c * n // k), index((c + 1) * n // k)):
-            out[r] = value
+@kernel(parallel=True, nrt=False)
+def fill(out, value):
+    """``out[:] = value`` in parallel: a memory-bound store that one core cannot saturate (eight 1M-account
+    arrays of a cascade: 8.3 ms with NumPy's fill, one thread). Parallel at every size, not ``chunked``: the
+    background warm-up (``fastrisk.warmup``) then compiles the copy a large venue runs."""
+    for r in prange(out.shape[0]):
+        out[r] = value
