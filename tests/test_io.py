@@ -120,8 +120,8 @@ def test_atomic_write_leaves_no_partial_file_and_usual_permissions(tmp_path):
 
 @pytest.mark.parametrize("dtype, value", [(np.float64, np.nan), (np.float64, -0.0), (np.int32, -1), (np.uint8, 1)])
 @pytest.mark.parametrize("shape", [0, 5, 300_001, (3, 100_000)])
-def test_full_fills_every_element_in_parallel_chunks(dtype, value, shape):
-    # Large arrays are filled by a parallel chunked kernel (kernels.arrays.fill): every element, exact bits.
+def test_full_fills_every_element_in_parallel(dtype, value, shape):
+    # Arrays are filled by a parallel kernel (kernels.arrays.fill): every element, exact bits, any size.
     from fastrisk.tables import full
 
     got = full(shape, value, dtype)
