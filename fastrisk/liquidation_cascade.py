@@ -305,8 +305,7 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
         check_isolated(dead_pos, out_iso, kbook, inst, tiers, vf, option_margin)
         np.add.at(iso_left, owners, rest - out_iso[0])
     after = empty((2, n))  # equity after, loss
-    account_equity(after, account_live, left, iso_left, bk.equity_today, kbook, inst, tiers, vf, weights,
-                   option_margin)
+    account_equity(after, account_live, left, iso_left, bk.equity_today, kbook, inst, vf, weights)
     return CascadeResult(_rounds_table(market, rounds), _accounts_table(
         B.account_id, round_of, bk.equity_today, eq_at, fee_paid, bad_debt, iso_count, after[0], after[1]),
         _path_table(market, path), stopped)

@@ -295,7 +295,7 @@ def account_margin(out, status, n_positions, n_iso_liq, pos_start, pos_instrumen
 
 
 @kernel(parallel=True, nrt=False)
-def account_equity(out, live, left, iso_left, before, book, inst, tiers, val, weights, option_margin):
+def account_equity(out, live, left, iso_left, before, book, inst, val, weights):
     """A cascade's end, per account, into ``out`` [2, a]: its equity after (USD) and its loss, ``before`` [a]
     minus that. Equity after: its cross and isolated equity at the valuation ``val = (price, forward,
     settle_px, asset_px)`` (the final prices), except a liquidated cross bucket (``live`` [a] 0), which keeps
