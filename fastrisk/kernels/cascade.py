@@ -47,7 +47,8 @@ def screen_figures(accounts, isolated_out, iso_chunk, scratch, book, inst, terms
     (USD, as ``check_accounts`` computes it; inf without cross rows or MM), the sum over the underlyings it moves
     with of the larger of its fall rates down and up (0 without MM), how many underlyings it moves with
     (``kernels.liquidation.position_exposure`` and ``balance_exposure``), whether it has cross rows and its
-    equity does not separate by underlying (the screen cannot bound it: checked whenever alive), and while the rows are at hand: its equity at the valuation ``today``, cross plus isolated, as
+    equity does not separate by underlying (the screen cannot bound it: checked whenever alive), and while
+    the rows are at hand: its equity at the valuation ``today``, cross plus isolated, as
     ``margin.account_figures`` sums it (the cascade's equity before), and ``exact`` [3, a], what ``check_accounts``
     writes for it at ``val`` (the cascade's first round, at the shocked prices, reads it). ``isolated_out =
     (underlying, position, down, up, excess, always, account)`` [j]: each isolated position's, in position order
