@@ -10,7 +10,7 @@ import pyarrow as pa
 from . import codes as C
 from .book import Book, BoundBook
 from .market import Market
-from .tables import ACCOUNT_RISK, POSITION_RISK, ReadOnlyArrays, empty
+from .tables import ACCOUNT_RISK, POSITION_RISK, ReadOnlyArrays, bitmap, empty, with_validity
 
 OPTION_MARGIN = (0.15, 0.10, 0.075)  # Deribit-shaped short-option margin: IM fraction, IM floor, MM fraction
 MARGIN_CALL_RATIO = 0.8
@@ -153,26 +153,27 @@ def position_risk(market: Market, book: Book, *, rate: float = 0.0, option_margi
     units = B.quantity * M.contract_size[i]
     is_option = M.kind[i] == C.OPTION
     is_inverse = M.kind[i] == C.INVERSE
-    cross = B.isolated == 0
+    is_future = ~is_option
     # Inverse contracts: a USD face of q*c is an exposure of q*c/P units of the underlying.
     delta = units * val.delta[i]
     np.divide(units, val.price[i], out=delta, where=is_inverse)
     usd = units * val.settle_px[i]
     account_of_position = np.repeat(B.account_id, np.diff(B.pos_start))
+    iso_bits = bitmap(B.isolated)
     return pa.table({
         "account_id": account_of_position,
         "instrument_id": B.instrument_id,
-        "isolated": pa.array(~cross),
+        "isolated": pa.Array.from_buffers(pa.bool_(), n, [None, iso_bits]),
         "quantity": B.quantity,
         "mark_price": val.price[i],
         "notional_usd": floats[0],
         "upnl_usd": floats[1],
         "value_usd": floats[2],
-        "tier": pa.array(tier, pa.int16(), mask=is_option),
+        "tier": with_validity(pa.int16(), tier, bitmap(is_future), is_future),
         "initial_margin": floats[3],
         "maintenance_margin": floats[4],
-        "isolated_equity": pa.array(floats[5], mask=cross),
-        "liquidatable": pa.array(liq.astype(bool), mask=cross),
+        "isolated_equity": with_validity(pa.float64(), floats[5], iso_bits, B.isolated),
+        "liquidatable": with_validity(pa.bool_(), liq, iso_bits, B.isolated),
         "delta": delta,
         "gamma": units * val.gamma[i],
         "vega": usd * val.vega[i],
