@@ -134,7 +134,8 @@ def _liquidation_rows(market: Market, bound: BoundBook, val: Valuation, rate: fl
     """The SPEC §4 columns as ``kernels.liquidation.liquidation_factors`` writes them (its ``out``), run on every
     account moving one underlying at a time from the valuation ``val``, allocated here."""
     from .kernels._jit import n_chunks
-    from .kernels.liquidation import FIGURES, GRID_K, M_MAX, M_MIN, count_rows, liquidation_factors
+    from .kernels.liquidation import (FIGURES, GRID_K, M_MAX, M_MIN, count_rows, liquidation_factors,
+                                      row_offsets)
 
     M, B = market.arrays, bound.book
     book = kernel_book(bound)
@@ -151,12 +152,11 @@ def _liquidation_rows(market: Market, bound: BoundBook, val: Valuation, rate: fl
     n_rows, n_cross = empty(n, np.int64), empty(n, np.int32)
     exposure = empty((n, (n_u + 63) // 64), np.uint64)
     count_rows(n_rows, n_cross, exposure, book, moving)
-    row_start = np.zeros(n + 1, np.int64)
-    np.cumsum(n_rows, out=row_start[1:])
+    row_start = empty(n + 1, np.int64)
+    most_rows = int(row_offsets(n_rows, B.pos_start, B.bal_start, row_start))
     r = int(row_start[-1])
     out = (empty(r, np.int32), empty(r, np.int64), empty(r, np.int32), empty(r), empty((2, r)), empty((2, r)),
            empty((3, r), np.uint8))
-    most_rows = int((np.diff(B.pos_start) + np.diff(B.bal_start)).max(initial=1))
     scratch = (np.empty((chunks, n_u), np.int64), np.empty((chunks, n_u), np.int64),
                np.empty((chunks, n_u, FIGURES)), np.empty((chunks, 3, 2, most_rows)),
                np.empty((chunks, most_rows, FIGURES)), np.empty((chunks, most_rows, 2), np.int64))

@@ -176,6 +176,22 @@ def count_rows(n_rows, n_cross, exposure, book, moving):
         n_cross[a] = n_u
 
 
+@kernel(nrt=False)
+def row_offsets(n_rows, pos_start, bal_start, row_start):
+    """Where each account's rows begin, ``row_start`` [a+1] (0, then the running sum of ``count_rows``'
+    ``n_rows`` [a]), in one serial pass that also returns the most positions and balances an account has (the
+    size of ``liquidation_factors``' scratch per bucket row): NumPy's cumsum and two diffs took 7 ms of a
+    2-thread liquidation_prices at 1M accounts, this 3."""
+    row_start[0] = 0
+    total = 0
+    most = 1
+    for a in range(n_rows.shape[0]):
+        total += n_rows[a]
+        row_start[a + 1] = total
+        most = max(most, (pos_start[a + 1] - pos_start[a]) + (bal_start[a + 1] - bal_start[a]))
+    return most
+
+
 @inline
 def position_shape(i, u, kind, settle_underlying, mm_convex):
     """How a future or option on ``u`` (its own underlying) makes its bucket's g behave (module docstring):
