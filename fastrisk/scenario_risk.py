@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from .risk import MARGIN_CALL_RATIO, OPTION_MARGIN, kernel_market, status_array, value_instruments
-from .tables import readonly
+from .tables import bitmap, empty, readonly, with_validity
 
 __all__ = ["stress", "StressResult"]
 
@@ -180,9 +180,11 @@ def chunk_scratch(bound, n_chunks: int, rev: Revaluation):
     """Per-chunk scratch for one account at a time: its rows' cached contributions, the lists of rows a
     scenario group moves (sized for the largest account), its group mask, and the moved rows' contributions
     in the previous scenario."""
+    from .kernels.arrays import longest
+
     B = bound.book
-    max_pos = max(int(np.diff(B.pos_start).max(initial=0)), 1)
-    max_bal = max(int(np.diff(B.bal_start).max(initial=0)), 1)
+    max_pos = max(int(longest(B.pos_start)), 1)
+    max_bal = max(int(longest(B.bal_start)), 1)
     return (np.empty((n_chunks, max_pos, 4)), np.empty((n_chunks, max_pos, 2), np.int8),
             np.empty((n_chunks, max_bal)), np.empty((n_chunks, max_pos), np.int64),
             np.empty((n_chunks, max_bal), np.int64), np.empty((n_chunks, rev.groups[4].shape[1]), np.uint64),
@@ -228,7 +230,7 @@ def stress(market, book, scenarios, *, loss_matrix: bool = False, margin_call_ra
     M = market.arrays
     n = len(bound.book.account_id)
     k = account_chunks(n)
-    acc_f, acc_i = np.empty((len(STRESS_FLOATS), n)), np.empty((len(STRESS_INTS), n), np.int32)
+    acc_f, acc_i = empty((len(STRESS_FLOATS), n)), empty((len(STRESS_INTS), n), np.int32)
     totals = np.zeros((k, scen.n, len(SCENARIO_TOTALS)))
     matrix = np.empty((n, scen.n)) if loss_matrix else np.empty((0, 0))
     stress_accounts(acc_f, acc_i, totals, matrix, kernel_book(bound), *readonly((inst, tiers)),
@@ -239,14 +241,15 @@ def stress(market, book, scenarios, *, loss_matrix: bool = False, margin_call_ra
     f = dict(zip(STRESS_FLOATS, acc_f))
     i = dict(zip(STRESS_INTS, acc_i))
     worst = i["worst_scenario"]
+    has_worst = worst >= 0
     accounts = pa.table({
         "account_id": bound.book.account_id,
         "equity": f["equity"],
         "maintenance_margin": f["maintenance_margin"],
         "status": status_array(i["status"].astype(np.int8)),
         "worst_loss": f["worst_loss"],
-        "worst_scenario": pa.array(scen.ids[np.maximum(worst, 0)] if scen.n else np.zeros(n, np.int32),
-                                   pa.int32(), mask=worst < 0),
+        "worst_scenario": with_validity(pa.int32(), np.ascontiguousarray(
+            scen.ids[np.maximum(worst, 0)] if scen.n else np.zeros(n), np.int32), bitmap(has_worst), has_worst),
         "equity_after": f["equity_after"],
         "maintenance_margin_after": f["maintenance_margin_after"],
         "status_after": status_array(i["status_after"].astype(np.int8)),

@@ -14,3 +14,14 @@ def fill(out, value):
     background warm-up (``fastrisk.warmup``) then compiles the copy a large venue runs."""
     for r in prange(out.shape[0]):
         out[r] = value
+
+
+@kernel(nrt=False)
+def longest(starts):
+    """The longest segment ``starts[j]:starts[j+1]`` of an offsets array (0 if none): the most positions or
+    balances of an account, to size per-account scratch. One serial read, where NumPy's diff and max write
+    and read a temporary (2.3 ms at 1M accounts against 0.6)."""
+    most = 0
+    for j in range(starts.shape[0] - 1):
+        most = max(most, starts[j + 1] - starts[j])
+    return most
