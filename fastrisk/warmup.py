@@ -1,14 +1,17 @@
-"""Compile the end-of-day job's later kernels in a second process while the first one works.
+"""Compile the end-of-day job's later kernels in other processes while the first one works.
 
 Kernels compile on their first call and are cached on disk (``cache=True``), so only the first run on a
-machine pays: about a minute on 2 cores for the whole job, one kernel after another on one core, while the
-job's first steps (generating or reading the venue, account risk) leave the other core mostly idle. When
-the cache is cold, :func:`compiling_ahead` starts ``python -m fastrisk.warmup``, which runs the steps the job
-computes last (``run.COMPUTED_LAST``: liquidation prices, cascade, contagion, the longest to compile) on a
-tiny venue: their kernels are compiled and cached by the time the job reaches them, and the job loads them
-from the cache instead of compiling. Both processes compile
-from the same sources into the same cache; Numba writes cache files atomically, so the worst case is a
-kernel compiled twice.
+machine pays: about two minutes of CPU for the whole job, one kernel after another in a process (Numba
+compiles under a lock), while the job's first steps (generating or reading the venue, account risk) leave
+the other core mostly idle. When the cache is cold, :func:`compiling_ahead` starts ``python -m
+fastrisk.warmup STEP...`` once per group of ``GROUPS``, which run the steps the job computes last
+(``run.COMPUTED_LAST``: liquidation prices, cascade, contagion, the longest to compile) on a tiny venue:
+their kernels are compiled and cached by the time the job reaches them, and the job loads them from the
+cache instead of compiling. Two groups of about equal compile time (liquidation prices 42 s alone; the
+cascade and contagion 34 s) keep both cores compiling once the job's own steps are done: one warm-up
+process for all three left the job waiting 67 s on one core (a cold ``fastrisk demo``: 118 s). All
+processes compile from the same sources into the same cache; Numba writes cache files atomically, so the
+worst case is a kernel compiled twice.
 
 The tiny venue has the types of a real one (it comes from the same generator), so the cached signatures
 are the ones the job asks for. Kernels that run serially below ~65k rows (``_jit.chunked``) compile their
@@ -24,6 +27,8 @@ from contextlib import contextmanager
 
 WARMUP_ACCOUNTS = 300
 SHOCK = {"BTC": -0.2}
+# The steps each warm-up process runs, in the job's order (together: run.COMPUTED_LAST).
+GROUPS = (("liquidation_prices",), ("cascade", "contagion"))
 
 
 def cold() -> bool:
@@ -39,37 +44,50 @@ def cold() -> bool:
 
 @contextmanager
 def compiling_ahead():
-    """Within the block, a background process compiles the later steps' kernels, if the cache is cold;
-    stopped on exit if it is still running (its cache files are complete or absent, never partial).
+    """Within the block, background processes compile the later steps' kernels (one per group of ``GROUPS``),
+    if the cache is cold; stopped on exit if still running (their cache files are complete or absent, never
+    partial).
 
-    Yields ``ready()``, which returns once that process is done (None when there is none). The job calls it
-    before its first later step, so that it loads those kernels from the cache rather than compiling them a
-    second time on the other core while the warm-up finishes."""
-    proc = None
+    Yields ``ready()``, which returns once they are done (None when there are none). The job calls it before
+    its first later step, so that it loads those kernels from the cache rather than compiling them a second
+    time while the warm-up finishes."""
+    procs = []
     if cold():
-        proc = subprocess.Popen([sys.executable, "-m", "fastrisk.warmup"], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs = [subprocess.Popen([sys.executable, "-m", "fastrisk.warmup", *group], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for group in GROUPS]
 
     def ready() -> None:
-        proc.wait()
-
-    try:
-        yield ready if proc is not None else None
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
+        for proc in procs:
             proc.wait()
 
+    try:
+        yield ready if procs else None
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait()
 
-def main() -> None:
-    """Run the steps the job computes last once on a tiny venue, in the job's order."""
+
+def main(steps=None) -> None:
+    """Run ``steps`` (names of ``run.COMPUTED_LAST``; default all of them) once on a tiny venue, in the job's
+    order."""
     import fastrisk as fr
 
+    from .run import COMPUTED_LAST
+
+    steps = COMPUTED_LAST if not steps else steps
+    unknown = set(steps) - set(COMPUTED_LAST)
+    if unknown:
+        raise ValueError(f"not a step the job computes last: {sorted(unknown)}")
     market, book = fr.generate.exchange(WARMUP_ACCOUNTS, seed=0)
-    fr.liquidation_prices(market, book)
-    fr.cascade(market, book, SHOCK)
-    fr.contagion(market, book, SHOCK)
+    calls = {"liquidation_prices": lambda: fr.liquidation_prices(market, book),
+             "cascade": lambda: fr.cascade(market, book, SHOCK),
+             "contagion": lambda: fr.contagion(market, book, SHOCK)}
+    for name in COMPUTED_LAST:
+        if name in steps:
+            calls[name]()
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    main(sys.argv[1:])

@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import fastrisk as fr
 from fastrisk import run, warmup
 from fastrisk.progress import Steps
@@ -32,12 +34,17 @@ def test_warm_cache_starts_nothing(monkeypatch):
     assert started == []
 
 
-def test_cold_cache_starts_a_process_and_the_job_stops_it(monkeypatch):
+def test_cold_cache_starts_a_process_per_group_and_the_job_stops_them(monkeypatch):
     monkeypatch.setattr(warmup, "cold", lambda: True)
     started = _started(monkeypatch)
     with warmup.compiling_ahead():
-        assert len(started) == 1 and started[0].poll() is None
-    assert started[0].poll() is not None  # stopped (or done) when the block ends, never left running
+        assert [p.args[3:] for p in started] == [list(g) for g in warmup.GROUPS]
+        assert all(p.poll() is None for p in started)
+    assert all(p.poll() is not None for p in started)  # stopped (or done) when the block ends, never left running
+
+
+def test_groups_cover_the_steps_computed_last_once():
+    assert sum(warmup.GROUPS, ()) == run.COMPUTED_LAST
 
 
 def test_ready_waits_for_the_warmup(monkeypatch):
@@ -45,7 +52,7 @@ def test_ready_waits_for_the_warmup(monkeypatch):
     started = _started(monkeypatch, [sys.executable, "-c", "import time; time.sleep(0.5)"])
     with warmup.compiling_ahead() as ready:
         ready()
-        assert started[0].returncode == 0  # finished on its own, not stopped
+        assert [p.returncode for p in started] == [0] * len(warmup.GROUPS)  # finished on their own, not stopped
 
 
 def test_the_job_waits_once_before_its_later_steps():
@@ -75,3 +82,8 @@ def test_warmup_runs_the_steps_the_job_computes_last(monkeypatch):
         monkeypatch.setattr(fr, name, lambda *a, _real=real, _name=name, **k: called.append(_name) or _real(*a, **k))
     warmup.main()
     assert tuple(called) == run.COMPUTED_LAST
+    called.clear()
+    warmup.main(["contagion", "liquidation_prices"])  # a group's steps, in the job's order
+    assert called == ["liquidation_prices", "contagion"]
+    with pytest.raises(ValueError, match="computes last"):
+        warmup.main(["stress"])
