@@ -9,13 +9,14 @@ fastrisk.warmup STEP...`` once per group of ``GROUPS``, which run the steps the 
 their kernels are compiled and cached by the time the job reaches them, and the job loads them from the
 cache instead of compiling. Two groups of about equal compile time (liquidation prices 42 s alone; the
 cascade and contagion 34 s) keep both cores compiling once the job's own steps are done: one warm-up
-process for all three left the job waiting 67 s on one core (a cold ``fastrisk demo``: 118 s). All
+process for all three left the job waiting 67 s on one core (a cold ``fastrisk demo``: 118 s; 92 s now). All
 processes compile from the same sources into the same cache; Numba writes cache files atomically, so the
 worst case is a kernel compiled twice.
 
 The tiny venue has the types of a real one (it comes from the same generator), so the cached signatures
 are the ones the job asks for. Kernels that run serially below ~65k rows (``_jit.chunked``) compile their
-serial copy here; those are the small ones, and the job compiles their parallel copy itself.
+serial copy here; those are mostly small ones, and the job compiles their parallel copy itself. The
+exception is the cascade's ``check_accounts``, whose parallel copy is compiled here too (``_parallel_copies``).
 """
 
 from __future__ import annotations
