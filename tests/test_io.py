@@ -128,3 +128,12 @@ def test_full_fills_every_element_in_parallel(dtype, value, shape):
     want = np.full(shape, value, dtype)
     assert got.shape == want.shape and got.dtype == want.dtype
     assert got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("lengths", [[], [0], [3], [0, 2, 0, 7, 1], [5, 5]])
+def test_longest_segment_of_offsets(lengths):
+    # kernels.arrays.longest sizes per-account scratch (stress): the largest diff of an offsets array, 0 if none.
+    from fastrisk.kernels.arrays import longest
+
+    starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
+    assert longest(starts) == max(lengths, default=0)

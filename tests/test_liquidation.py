@@ -214,3 +214,17 @@ def test_thread_count_changes_nothing():
         numba.set_num_threads(default)
     assert one.equals(fr.liquidation_prices(market, book))
     assert one.num_rows - one.column("liq_price_down").null_count > 1000
+
+
+def test_row_offsets_prefix_sums_and_most_rows():
+    # Rows of account a start at row_start[a]; the scratch per bucket row holds an account's positions and
+    # balances: the most of those (at least 1) is returned.
+    from fastrisk.kernels.liquidation import row_offsets
+
+    n_rows = np.array([2, 0, 5, 1], np.int64)
+    pos_start = np.array([0, 3, 3, 9, 10], np.int64)
+    bal_start = np.array([0, 1, 4, 4, 6], np.int64)
+    row_start = np.full(5, -7, np.int64)
+    assert row_offsets(n_rows, pos_start, bal_start, row_start) == 6  # account 2: 6 positions, 0 balances
+    assert row_start.tolist() == [0, 2, 2, 7, 8]
+    assert row_offsets(np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64), row_start[:1]) == 1
