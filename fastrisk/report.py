@@ -343,10 +343,11 @@ def liquidation_section(page: Page, moves_up_to: float = 0.5, n_lines: int = 6, 
         return Section("liquidation", "Distance to liquidation", _p("No account has cross exposure to an underlying."))
     within = (page.summary.get("liquidation") or S.liquidation_summary(liq)["liquidation"])["accounts_within"]
     moves = np.linspace(0, moves_up_to, 101)
+    curves = S.liquidation_curves(liq, [r["underlying"] for r in rows[:n_lines]], moves)
     fig, axes = _figure(10, 3.4, 2)
     for ax, side, word in ((axes[0], "down", "fall"), (axes[1], "up", "rise")):
         for k, r in enumerate(rows[:n_lines]):
-            curve = S.liquidation_curve(liq, r["underlying"], side, moves)
+            curve = curves[r["underlying"], side]
             ax.plot(moves, curve / max(r["accounts"], 1), color=SERIES[k % len(SERIES)], lw=1.6,
                     label=f"{r['underlying']} ({r['accounts']:,})")
         _pct_axis(ax.xaxis)
