@@ -138,6 +138,7 @@ def position_risk(market: Market, book: Book, *, rate: float = 0.0, option_margi
     vega and theta (USD per 1.00 vol and per day).
     """
     from .kernels._jit import n_chunks
+    from .kernels.arrays import repeat_segments
     from .kernels.margin import position_margin
 
     bound = book.bind(market)
@@ -145,27 +146,20 @@ def position_risk(market: Market, book: Book, *, rate: float = 0.0, option_margi
     val = value_instruments(market, rate=rate)
     inst, tiers = kernel_market(market)
     n = len(B.quantity)
-    floats, tier, liq = empty((6, n)), empty(n, np.int16), empty(n, np.uint8)
+    floats, tier, liq = empty((11, n)), empty(n, np.int16), empty(n, np.uint8)
     position_margin(floats, tier, liq, bound.pos_instrument, B.quantity, B.entry_price, B.isolated,
                     B.isolated_margin, inst, tiers, val.price, val.forward, val.settle_px,
-                    tuple(float(x) for x in option_margin), n_chunks(n))
-    i = bound.pos_instrument
-    units = B.quantity * M.contract_size[i]
-    is_option = M.kind[i] == C.OPTION
-    is_inverse = M.kind[i] == C.INVERSE
-    is_future = ~is_option
-    # Inverse contracts: a USD face of q*c is an exposure of q*c/P units of the underlying.
-    delta = units * val.delta[i]
-    np.divide(units, val.price[i], out=delta, where=is_inverse)
-    usd = units * val.settle_px[i]
-    account_of_position = np.repeat(B.account_id, np.diff(B.pos_start))
+                    (val.delta, val.gamma, val.vega, val.theta), tuple(float(x) for x in option_margin), n_chunks(n))
+    account_of_position = empty(n, np.int64)
+    repeat_segments(B.account_id, B.pos_start, account_of_position)
+    is_future = M.kind[bound.pos_instrument] != C.OPTION
     iso_bits = bitmap(B.isolated)
     return pa.table({
         "account_id": account_of_position,
         "instrument_id": B.instrument_id,
         "isolated": pa.Array.from_buffers(pa.bool_(), n, [None, iso_bits]),
         "quantity": B.quantity,
-        "mark_price": val.price[i],
+        "mark_price": floats[6],
         "notional_usd": floats[0],
         "upnl_usd": floats[1],
         "value_usd": floats[2],
@@ -174,8 +168,8 @@ def position_risk(market: Market, book: Book, *, rate: float = 0.0, option_margi
         "maintenance_margin": floats[4],
         "isolated_equity": with_validity(pa.float64(), floats[5], iso_bits, B.isolated),
         "liquidatable": with_validity(pa.bool_(), liq, iso_bits, B.isolated),
-        "delta": delta,
-        "gamma": units * val.gamma[i],
-        "vega": usd * val.vega[i],
-        "theta": usd * val.theta[i],
+        "delta": floats[7],
+        "gamma": floats[8],
+        "vega": floats[9],
+        "theta": floats[10],
     }, schema=POSITION_RISK)

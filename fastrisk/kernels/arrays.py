@@ -25,3 +25,12 @@ def longest(starts):
     for j in range(starts.shape[0] - 1):
         most = max(most, starts[j + 1] - starts[j])
     return most
+
+
+@kernel(parallel=True, nrt=False)
+def repeat_segments(values, starts, out):
+    """``out[starts[j]:starts[j+1]] = values[j]`` for every segment j, in parallel: each position's account
+    (``np.repeat`` with the segment lengths, without their array and single-threaded)."""
+    for j in prange(values.shape[0]):
+        for r in range(starts[j], starts[j + 1]):
+            out[r] = values[j]
