@@ -308,7 +308,10 @@ def exposure_by_underlying(exposures: pa.Table, top: int = 10) -> list[dict]:
         return []
     names, code = _groups(exposures, "underlying")
     delta = np.nan_to_num(_f64(exposures, "delta_usd"))
-    extra = {c: np.nan_to_num(_f64(exposures, c)) for c in ("delta", "gamma", "gamma_usd", "vega")}
+    # Sums per underlying counted in one pass each (delta in underlying units, gamma and vega as the exposures
+    # give them), not gathered per underlying.
+    extra = {c: np.bincount(code, weights=np.nan_to_num(_f64(exposures, c)), minlength=len(names))
+             for c in ("delta", "gamma", "gamma_usd", "vega")}
     order, starts = _segments(code, len(names))
     rows = []
     for k, name in enumerate(names):
@@ -321,8 +324,7 @@ def exposure_by_underlying(exposures: pa.Table, top: int = 10) -> list[dict]:
         row = {"underlying": name, "accounts": int(len(seg)), "long_usd": float(d[d > 0].sum()),
                "short_usd": float(d[d < 0].sum()), "net_usd": float(d.sum()), "gross_usd": gross,
                f"top{top}_share": float(largest.sum() / gross) if gross > 0 else 0.0}
-        for c, values in extra.items():  # delta in underlying units, gamma and vega as the exposures give them
-            row[c] = float(values[seg].sum())
+        row.update({c: float(sums[k]) for c, sums in extra.items()})
         rows.append(row)
     rows.sort(key=lambda r: (-r["gross_usd"], r["underlying"]))
     return rows
