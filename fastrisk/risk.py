@@ -142,7 +142,7 @@ def position_risk(market: Market, book: Book, *, rate: float = 0.0, option_margi
     from .kernels.margin import position_margin
 
     bound = book.bind(market)
-    B, M = bound.book, market.arrays
+    B = bound.book
     val = value_instruments(market, rate=rate)
     inst, tiers = kernel_market(market)
     n = len(B.quantity)
@@ -152,7 +152,7 @@ def position_risk(market: Market, book: Book, *, rate: float = 0.0, option_margi
                     (val.delta, val.gamma, val.vega, val.theta), tuple(float(x) for x in option_margin), n_chunks(n))
     account_of_position = empty(n, np.int64)
     repeat_segments(B.account_id, B.pos_start, account_of_position)
-    is_future = M.kind[bound.pos_instrument] != C.OPTION
+    is_future = tier != 0  # options have no bracket (position_figures)
     iso_bits = bitmap(B.isolated)
     return pa.table({
         "account_id": account_of_position,

@@ -248,8 +248,8 @@ def stress(market, book, scenarios, *, loss_matrix: bool = False, margin_call_ra
         "maintenance_margin": f["maintenance_margin"],
         "status": status_array(i["status"].astype(np.int8)),
         "worst_loss": f["worst_loss"],
-        "worst_scenario": with_validity(pa.int32(), np.ascontiguousarray(
-            scen.ids[np.maximum(worst, 0)] if scen.n else np.zeros(n), np.int32), bitmap(has_worst), has_worst),
+        "worst_scenario": with_validity(pa.int32(), scen.ids[np.maximum(worst, 0)] if scen.n else
+                                        np.zeros(n, np.int32), bitmap(has_worst), has_worst),
         "equity_after": f["equity_after"],
         "maintenance_margin_after": f["maintenance_margin_after"],
         "status_after": status_array(i["status_after"].astype(np.int8)),

@@ -187,8 +187,9 @@ def nearest_liquidation(liq: pa.Table) -> pa.Table:
         down, up, accounts, code = down[order], up[order], accounts[order], code[order]
     nearest = np.minimum(down, up)
     # Per account run, the first row holding the run's least distance.
-    run = np.cumsum(_run_starts(accounts)) - 1
-    least = np.minimum.reduceat(nearest, np.flatnonzero(_run_starts(accounts))) if len(nearest) else nearest
+    starts = _run_starts(accounts)
+    run = np.cumsum(starts) - 1
+    least = np.minimum.reduceat(nearest, np.flatnonzero(starts)) if len(nearest) else nearest
     at_least = np.flatnonzero(nearest == least[run])
     take = at_least[_run_starts(run[at_least])]
     names = np.array(cross["names"], dtype=object)
