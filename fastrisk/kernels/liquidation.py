@@ -87,9 +87,9 @@ def position_exposure(p, book, moving):
     follows when that is another one (else -1; the account's equity then does not separate by underlying).
     With ``balance_exposure``, the one rule for which (account, underlying) rows exist."""
     _, pos_instrument, quantity, _, isolated, _, _, _, _ = book
-    if isolated[p] or quantity[p] == 0.0:
+    if isolated[index(p)] or quantity[index(p)] == 0.0:
         return -1, -1
-    i = pos_instrument[p]
+    i = index(pos_instrument[index(p)])
     own = moving[0][i]
     coin = moving[1][i]
     return own, coin if coin >= 0 and coin != own else -1
@@ -100,9 +100,9 @@ def balance_exposure(b, book, moving):
     """The underlying balance ``b``'s asset follows, -1 if none or the balance is 0 (a cross bucket with a
     position with a quantity moves with it)."""
     _, _, _, _, _, _, _, bal_asset, bal_amount = book
-    if bal_amount[b] == 0.0:
+    if bal_amount[index(b)] == 0.0:
         return -1
-    return moving[2][bal_asset[b]]
+    return moving[2][index(bal_asset[index(b)])]
 
 
 _ZERO, _ONE = np.uint64(0), np.uint64(1)
@@ -111,7 +111,7 @@ _ZERO, _ONE = np.uint64(0), np.uint64(1)
 @inline
 def _set(words, u):
     """Set bit ``u`` (>= 0) of the bit set ``words`` (uint64 [n_words])."""
-    words[u >> 6] |= _ONE << np.uint64(u & 63)
+    words[index(u >> 6)] |= _ONE << np.uint64(u & 63)
 
 
 @inline
@@ -155,7 +155,7 @@ def count_rows(n_rows, n_cross, exposure, book, moving):
         w0 = _ZERO
         n_iso = 0
         for p in range(pos_start[a], pos_start[a + 1]):
-            n_iso += isolated[p] != 0
+            n_iso += isolated[index(p)] != 0
             own, coin = position_exposure(p, book, moving)
             if own >= 0:
                 w0 = _add_bit(w0, words, own)
@@ -169,7 +169,7 @@ def count_rows(n_rows, n_cross, exposure, book, moving):
         if n_u > 0:
             for b in range(bal_start[a], bal_start[a + 1]):
                 u = balance_exposure(b, book, moving)
-                if u >= 0 and not words[u >> 6] & (_ONE << np.uint64(u & 63)):
+                if u >= 0 and not words[index(u >> 6)] & (_ONE << np.uint64(u & 63)):
                     _set(words, u)
                     n_u += 1
         n_rows[a] = n_u + n_iso
@@ -250,8 +250,8 @@ def moving_figures(a, p, u, m, kg, lo, hi, sep, order, book, inst, tiers, val, w
     n_bal = 0 if p >= 0 else bal_start[a + 1] - bal_start[a]
     for k in range(n_own + n_other + n_bal):
         if k >= n_own + n_other:
-            b = bal_start[a] + k - n_own - n_other
-            kb = bal_asset[b]
+            b = index(bal_start[a] + k - n_own - n_other)
+            kb = index(bal_asset[b])
             if asset_underlying[kb] != u:
                 continue
             e = balance_usd(asset_px[kb] * m, bal_amount[b], weights[0][kb], weights[1][kb])
@@ -339,7 +339,7 @@ def slope_bounds(q, i, u, value, mm, notional, tier, bounds_only, book, inst, te
     price, forward, settle_px = val[0], val[1], val[2]
     settle_underlying, years, rate = moving[1], moving[5], moving[7]
     cap, mmf, amount = tiers[0], tiers[2], tiers[3]
-    qq = quantity[q]
+    qq = quantity[index(q)]
     if qq == 0.0:
         return 0.0, 0.0, 0.0, 0.0, 0.0, np.inf
     sx = settle_px[i]
@@ -392,6 +392,7 @@ def future_base(q, i, book, inst, val):
     _, _, quantity, entry_price, isolated, isolated_margin, _, _, _ = book
     size = inst[1]
     price, settle_px = val[0], val[2]
+    q = index(q)
     if inst[0][i] == LINEAR:
         return quantity[q] * size[i] * price[i] * settle_px[i]
     base = quantity[q] * size[i] * settle_px[i] / entry_price[q]
@@ -406,8 +407,8 @@ def bracket_slope(kind, base, t, sx, tiers):
     future's MM grows with its notional at mmf_t, ``base - mmf_t*|base|``; an inverse one's USD MM is
     ``mmf_t*|q|*c*S/P - amount_t*S*m``, ``base + amount_t*S``."""
     if kind == LINEAR:
-        return base - tiers[2][t] * abs(base)
-    return base + tiers[3][t] * sx
+        return base - tiers[2][index(t)] * abs(base)
+    return base + tiers[3][index(t)] * sx
 
 
 @inline
@@ -421,15 +422,15 @@ def outward_slope(q, i, m, notional, tier, down, book, inst, tiers, val):
     cap = tiers[0]
     grows = (kind == LINEAR) != down  # a linear notional grows with m, an inverse (coin) one shrinks
     t = first + tier - 1
-    if grows and t < last and notional >= cap[t] * (1.0 - 1e-12):
+    if grows and t < last and notional >= cap[index(t)] * (1.0 - 1e-12):
         t += 1
-    elif not grows and t > first and notional <= cap[t - 1] * (1.0 + 1e-12):
+    elif not grows and t > first and notional <= cap[index(t - 1)] * (1.0 + 1e-12):
         t -= 1
     slope = bracket_slope(kind, future_base(q, i, book, inst, val), t, val[2][i], tiers)
     if grows:
-        edge = cap[t] if t < last else np.inf
+        edge = cap[index(t)] if t < last else np.inf
     else:
-        edge = cap[t - 1] if t > first else 0.0
+        edge = cap[index(t - 1)] if t > first else 0.0
     # The notional scales with m (linear) or 1/m (inverse): the factor where it meets the edge.
     if kind == LINEAR:
         return slope, m * (edge / notional)
@@ -489,15 +490,15 @@ def next_point(m, down, cells, p, lo, hi, order, u, book, inst, tiers, val, movi
     if p >= 0:
         lo, hi = 0, 1
     for j in range(lo, hi):
-        q = p if p >= 0 else order[j]
-        i = pos_instrument[q]
+        q = index(p if p >= 0 else order[j])
+        i = index(pos_instrument[q])
         if inst_underlying[i] != u or kind[i] == OPTION or quantity[q] == 0.0:
             continue
         units = abs(quantity[q]) * size[i]
         base = units * price[i] if kind[i] == LINEAR else units / price[i]  # notional at m = 1
         for t in range(tier_first[i], tier_last[i]):  # every finite cap of the schedule
             # Linear notional grows with m, inverse notional (coin) shrinks: where it meets the cap.
-            x = cap[t] / base if kind[i] == LINEAR else base / cap[t]
+            x = cap[index(t)] / base if kind[i] == LINEAR else base / cap[index(t)]
             if down:
                 if best < x < m:
                     best = x
@@ -713,13 +714,14 @@ def row_factors(a, p, u, equity, mm, fixed, has_mm, bounds, how, lo, hi, sep, or
 def _write_row(r, a, u, p, factors, out, ids):
     """Row ``r`` of the kernel's outputs ``out`` (``liquidation_factors``): bucket (account ``a``, underlying ``u``,
     position ``p``) and its ``row_factors``. ``ids = (account_id [a], instrument_id [p], index_price [u])``."""
-    underlying, account_id, instrument_id, index, price, distance, valid = out
+    underlying, account_id, instrument_id, index_price, price, distance, valid = out
     down, up = factors
+    r = index(r)
     underlying[r] = u
-    x = ids[2][u]
-    account_id[r] = ids[0][a]
-    instrument_id[r] = ids[1][p] if p >= 0 else -1
-    index[r] = x
+    x = ids[2][index(u)]
+    account_id[r] = ids[0][index(a)]
+    instrument_id[r] = ids[1][index(p)] if p >= 0 else -1
+    index_price[r] = x
     price[0, r] = x * down
     price[1, r] = x * up
     distance[0, r] = 1.0 - down
@@ -826,7 +828,7 @@ def account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, ids
         word = words[w]
         while word != _ZERO:
             bit, word = _lowest(word)
-            u = 64 * w + bit
+            u = index(64 * w + bit)
             _open_row(acc[u])
             shape[u] = CONCAVE
             count[u] = 0
@@ -834,7 +836,7 @@ def account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, ids
     n_iso = 0
     sums = NO_POSITIONS
     sep = True
-    for p in range(lo, pos_start[a + 1]):
+    for p in range(index(lo), index(pos_start[a + 1])):
         i = index(pos_instrument[p])
         px = settle_px[i]
         figures = position_figures(kind[i], quantity[p], size[i], price[i], forward[i], entry_price[p], tier_first[i],
@@ -847,30 +849,31 @@ def account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, ids
         how = position_shape(i, u, kind, settle_underlying, terms[0])
         if isolated[p]:
             equity, _ = isolated_bucket(isolated_margin[p], value, mm, px)
-            _open_row(iso_acc[n_iso])
-            _add_row(iso_acc[n_iso], equity, mm * px, bounds)
-            iso_of[n_iso, 0] = p
-            iso_of[n_iso, 1] = how
+            _open_row(iso_acc[index(n_iso)])
+            _add_row(iso_acc[index(n_iso)], equity, mm * px, bounds)
+            iso_of[index(n_iso), 0] = p
+            iso_of[index(n_iso), 1] = how
             n_iso += 1
             continue
         own, coin = position_exposure(p, book, moving)
         if own < 0:
             continue
+        own = index(own)
         _add_row(acc[own], value * px, mm * px, bounds)
         shape[own] = max(shape[own], how)
         count[own] += 1
         if coin >= 0:
             # Its value and MM, in a coin following ``coin``, scale with that underlying: linear in its m.
             sep = False
-            _add_row(acc[coin], value * px, mm * px, coin_bounds(value, mm, px))
+            _add_row(acc[index(coin)], value * px, mm * px, coin_bounds(value, mm, px))
     collateral = 0.0
-    for b in range(bal_start[a], bal_start[a + 1]):
-        k = bal_asset[b]
+    for b in range(index(bal_start[a]), index(bal_start[a + 1])):
+        k = index(bal_asset[b])
         cv = balance_usd(asset_px[k], bal_amount[b], weights[0][k], weights[1][k])
         collateral += cv
         u = balance_exposure(b, book, moving)
         if u >= 0 and n_cross[a] > 0:
-            _add_row(acc[u], cv, 0.0, (cv, cv, cv, cv, 0.0, np.inf))  # linear in m
+            _add_row(acc[index(u)], cv, 0.0, (cv, cv, cv, cv, 0.0, np.inf))  # linear in m
     upnl, option_value, _, mm_total, _, _, _ = sums
     equity_total = collateral + upnl + option_value
     # Each underlying's group of slots, in code order: count[u] becomes the group's next free slot, then its end.
@@ -879,13 +882,13 @@ def account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, ids
         word = words[w]
         while word != _ZERO:
             bit, word = _lowest(word)
-            u = 64 * w + bit
+            u = index(64 * w + bit)
             slot, count[u] = slot + count[u], slot
-    for p in range(lo, pos_start[a + 1]):
+    for p in range(index(lo), index(pos_start[a + 1])):
         own, _ = position_exposure(p, book, moving)
         if own >= 0:
-            order[count[own]] = p
-            count[own] += 1
+            order[index(count[index(own)])] = p
+            count[index(own)] += 1
     # Every row: the cross rows by underlying code, then the isolated positions.
     first = lo
     w = 0
@@ -897,21 +900,21 @@ def account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, ids
                 word = words[w]
             bit, word = _lowest(word)
             u = 64 * w + bit
-            sums_u = acc[u]
+            sums_u = acc[index(u)]
             p = -1
             # The rows that do not move with u: the whole bucket minus its moving part.
             fixed = (equity_total - sums_u[EQUITY]) - (mm_total - sums_u[MM])
             has_mm = mm_total > 0.0
-            how = shape[u]
-            hi = count[u]
+            how = shape[index(u)]
+            hi = count[index(u)]
         else:
             j = k - n_cross[a]
-            p = iso_of[j, 0]
-            u = inst_underlying[pos_instrument[p]]
-            sums_u = iso_acc[j]
+            p = iso_of[index(j), 0]
+            u = inst_underlying[index(pos_instrument[index(p)])]
+            sums_u = iso_acc[index(j)]
             fixed = 0.0
             has_mm = sums_u[MM] > 0.0
-            how = iso_of[j, 1]
+            how = iso_of[index(j), 1]
             first = hi = lo
         bounds = (sums_u[SLOPE_LO], sums_u[SLOPE_HI], sums_u[SLOPE_DOWN], sums_u[SLOPE_UP], sums_u[SEG_DOWN],
                   sums_u[SEG_UP])
