@@ -262,7 +262,7 @@ def moving_figures(a, p, u, m, kg, lo, hi, sep, order, book, inst, tiers, val, w
             if p >= 0:
                 q = index(p)
             elif k < n_own:
-                q = index(order[lo + k])
+                q = index(order[index(lo + k)])
             else:
                 q = index(pos_start[a] + k - n_own)
                 i = index(pos_instrument[q])
@@ -270,10 +270,10 @@ def moving_figures(a, p, u, m, kg, lo, hi, sep, order, book, inst, tiers, val, w
                     continue
             i = index(pos_instrument[q])
             tabulated = kg >= 0 and moving[8][i] >= 0 and inst_underlying[i] == u
-            known = moving[9][moving[8][i], kg] if tabulated else np.nan
+            known = moving[9][index(moving[8][i]), index(kg)] if tabulated else np.nan
             pr, fw, px = moved_instrument(i, u, m, kind, option_type, strike, price, forward, settle_px, moving, known)
             if tabulated and np.isnan(known):
-                moving[9][moving[8][i], kg] = pr  # whichever thread prices it first: the same bits
+                moving[9][index(moving[8][i]), index(kg)] = pr  # whichever thread prices it first: the same bits
             notional, upnl, value, im, mm, tier = position_figures(
                 kind[i], quantity[q], inst[1][i], pr, fw, entry_price[q], inst[2][i], inst[3][i], option_type[i],
                 strike[i], tiers, option_margin)
@@ -292,9 +292,9 @@ def moving_figures(a, p, u, m, kg, lo, hi, sep, order, book, inst, tiers, val, w
         equity += e
         mm_sum += mm_k
         if cur >= 0:
-            rows[cur, 0, j] = e
-            rows[cur, 1, j] = mm_k
-            low += min(e, rows[prev, 0, j]) - max(mm_k, rows[prev, 1, j])
+            rows[index(cur), 0, index(j)] = e
+            rows[index(cur), 1, index(j)] = mm_k
+            low += min(e, rows[index(prev), 0, index(j)]) - max(mm_k, rows[index(prev), 1, index(j)])
             j += 1
     return equity, mm_sum, low, slope, seg
 
@@ -490,7 +490,7 @@ def next_point(m, down, cells, p, lo, hi, order, u, book, inst, tiers, val, movi
     if p >= 0:
         lo, hi = 0, 1
     for j in range(lo, hi):
-        q = index(p if p >= 0 else order[j])
+        q = index(p if p >= 0 else order[index(j)])
         i = index(pos_instrument[q])
         if inst_underlying[i] != u or kind[i] == OPTION or quantity[q] == 0.0:
             continue
