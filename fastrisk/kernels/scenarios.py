@@ -59,21 +59,23 @@ def _cache_base(a, book, inst, tiers, option_margin, base, asset_cw, asset_bw, p
         i = index(pos_instrument[p])
         cont = position_usd(p, i, price[i], forward[i], settle_px[i], quantity, entry_price, isolated,
                             isolated_margin, inst, tiers, option_margin)
-        pi[j, _BUCKET] = cont[0]
-        pi[j, _LIQ] = cont[5]
-        pf[j, _VALUE] = cont[1]
-        pf[j, _IM] = cont[2]
-        pf[j, _MM] = cont[3]
-        pf[j, _GROSS] = cont[4]
+        jj = index(j)
+        pi[jj, _BUCKET] = cont[0]
+        pi[jj, _LIQ] = cont[5]
+        pf[jj, _VALUE] = cont[1]
+        pf[jj, _IM] = cont[2]
+        pf[jj, _MM] = cont[3]
+        pf[jj, _GROSS] = cont[4]
         sums = add_position(sums, cont)
         if cont[0] == ISOLATED:
             iso_bad += max(-cont[1], 0.0)
     b0 = bal_start[a]
     collateral = 0.0
     for j in range(bal_start[a + 1] - b0):
-        k = bal_asset[b0 + j]
-        v = balance_usd(asset_px[k], bal_amount[b0 + j], asset_cw[k], asset_bw[k])
-        bf[j] = v
+        b = index(b0 + j)
+        k = index(bal_asset[b])
+        v = balance_usd(asset_px[k], bal_amount[b], asset_cw[k], asset_bw[k])
+        bf[index(j)] = v
         collateral += v
     return sums, collateral, iso_bad
 
@@ -93,8 +95,8 @@ def _rows_moved(first, stop, code, moved, g, out):
     into ``out``; returns how many."""
     n = 0
     for j in range(stop - first):
-        if moved[g, code[first + j]]:
-            out[n] = j
+        if moved[index(g), index(code[index(first + j)])]:
+            out[index(n)] = j
             n += 1
     return n
 
@@ -106,19 +108,19 @@ def _account_groups(a, book, inst_groups, asset_groups, mask):
     pos_start, pos_instrument, _, _, _, _, bal_start, bal_asset, _ = book
     for w in range(mask.shape[0]):
         mask[w] = 0
-    for p in range(pos_start[a], pos_start[a + 1]):
-        i = pos_instrument[p]
+    for p in range(index(pos_start[a]), index(pos_start[a + 1])):
+        i = index(pos_instrument[p])
         for w in range(mask.shape[0]):
             mask[w] |= inst_groups[i, w]
-    for b in range(bal_start[a], bal_start[a + 1]):
-        k = bal_asset[b]
+    for b in range(index(bal_start[a]), index(bal_start[a + 1])):
+        k = index(bal_asset[b])
         for w in range(mask.shape[0]):
             mask[w] |= asset_groups[k, w]
 
 
 @inline
 def _in_group(mask, g):
-    return (mask[g >> 6] >> np.uint64(g & 63)) & np.uint64(1)
+    return (mask[index(g >> 6)] >> np.uint64(g & 63)) & np.uint64(1)
 
 
 @inline
@@ -128,6 +130,7 @@ def _moved_position(a, j, s, book, inst, tiers, option_margin, shocked):
     price, forward, settle_px, _ = shocked
     p = index(pos_start[a] + j)
     i = index(pos_instrument[p])
+    s = index(s)
     return position_usd(p, i, price[s, i], forward[s, i], settle_px[s, i], quantity, entry_price, isolated,
                         isolated_margin, inst, tiers, option_margin)
 
@@ -137,8 +140,9 @@ def _moved_contribution(a, j, r, q, s, book, inst, tiers, option_margin, shocked
     """``_moved_position`` of moved row ``j`` (the ``r``-th moved row) at scenario ``s``, the ``q``-th of its
     group: when ``repeat[q, i]`` says its instrument is priced exactly as in the group's previous scenario
     (e.g. a future in a vol-up / vol-down pair), the previous result kept in ``last_f``/``last_i``."""
-    i = book[1][book[0][a] + j]
-    if repeat[q, i]:
+    i = index(book[1][index(book[0][a] + j)])
+    r = index(r)
+    if repeat[index(q), i]:
         return (np.int64(last_i[r, 0]), last_f[r, 0], last_f[r, 1], last_f[r, 2], last_f[r, 3], last_i[r, 1] != 0)
     cont = _moved_position(a, j, s, book, inst, tiers, option_margin, shocked)
     last_i[r, 0] = cont[0]
@@ -154,9 +158,9 @@ def _moved_contribution(a, j, r, q, s, book, inst, tiers, option_margin, shocked
 def _moved_balance(a, j, s, book, shocked, asset_cw, asset_bw):
     """``margin.balance_usd`` of balance row ``j`` of account ``a`` at scenario ``s``'s asset prices."""
     _, _, _, _, _, _, bal_start, bal_asset, bal_amount = book
-    b = bal_start[a] + j
-    k = bal_asset[b]
-    return balance_usd(shocked[3][s, k], bal_amount[b], asset_cw[k], asset_bw[k])
+    b = index(bal_start[a] + j)
+    k = index(bal_asset[b])
+    return balance_usd(shocked[3][index(s), k], bal_amount[b], asset_cw[k], asset_bw[k])
 
 
 @kernel(parallel=True)
@@ -247,30 +251,30 @@ def stress_chunk(c, acc_f, acc_i, totals, loss_matrix, book, inst, tiers, option
                 continue
             n_p, n_b = _list_moved(a, g, book, inst_moved, asset_moved, mp, mb)
             for q in range(group_start[g], group_start[g + 1]):
-                s = group_scen[q]
+                s = group_scen[index(q)]
                 loss = 0.0
                 d_mm = 0.0
                 n_liq = n_liq0
                 iso_bad = iso_bad0
                 for r in range(n_p):
-                    j = mp[r]
+                    j = mp[index(r)]
                     cont = _moved_contribution(a, j, r, q, s, book, inst, tiers,
                                                option_margin, shocked, repeat, lf, li)
                     if cont[0] == ISOLATED:
-                        n_liq += np.int64(cont[5]) - pi[j, _LIQ]
-                        iso_bad += max(-cont[1], 0.0) - max(-pf[j, _VALUE], 0.0)
+                        n_liq += np.int64(cont[5]) - pi[index(j), _LIQ]
+                        iso_bad += max(-cont[1], 0.0) - max(-pf[index(j), _VALUE], 0.0)
                     else:
-                        loss += pf[j, _VALUE] - cont[1]
-                        d_mm += cont[3] - pf[j, _MM]
+                        loss += pf[index(j), _VALUE] - cont[1]
+                        d_mm += cont[3] - pf[index(j), _MM]
                 for r in range(n_b):
-                    j = mb[r]
-                    loss += bf[j] - _moved_balance(a, j, s, book, shocked, asset_cw, asset_bw)
+                    j = mb[index(r)]
+                    loss += bf[index(j)] - _moved_balance(a, j, s, book, shocked, asset_cw, asset_bw)
                 equity = equity0 - loss
                 mm = mm0 + d_mm
                 st = account_status(equity, mm, margin_call_ratio)[1]
                 if keep_matrix:
                     loss_matrix[a, s] = loss
-                wl = weight[s] * loss
+                wl = weight[index(s)] * loss
                 if wl > 0.0 and (wl > worst or (wl == worst and s < worst_s)):
                     worst = wl
                     worst_s = s
