@@ -107,14 +107,15 @@ def _screen_account(a, c, j, accounts, isolated_out, scratch, book, inst, terms,
                               moving)[:2]
         if isolated[p]:
             equity, _ = isolated_bucket(isolated_margin[p], value, mm, px)
-            iso_u[j] = u
-            iso_p[j] = p
-            iso_a[j] = a
+            r = index(j)
+            iso_u[r] = u
+            iso_p[r] = p
+            iso_a[r] = a
             has_mm = mm * px > 0.0
-            iso_down[j] = max(hi, 0.0) if has_mm else 0.0
-            iso_up[j] = max(-lo, 0.0) if has_mm else 0.0
-            iso_excess[j] = equity - mm * px if has_mm else np.inf
-            iso_always[j] = moving[1][i] >= 0 and moving[1][i] != u
+            iso_down[r] = max(hi, 0.0) if has_mm else 0.0
+            iso_up[r] = max(-lo, 0.0) if has_mm else 0.0
+            iso_excess[r] = equity - mm * px if has_mm else np.inf
+            iso_always[r] = moving[1][i] >= 0 and moving[1][i] != u
             j += 1
             continue
         n_u = _touch(own, lo, hi, n_u, lo_u, hi_u, touched, seen)
@@ -125,8 +126,8 @@ def _screen_account(a, c, j, accounts, isolated_out, scratch, book, inst, terms,
     n_own = n_u
     collateral = 0.0
     collateral_today = 0.0
-    for b in range(bal_start[a], bal_start[a + 1]):
-        k = bal_asset[b]
+    for b in range(index(bal_start[a]), index(bal_start[a + 1])):
+        k = index(bal_asset[b])
         cv = balance_usd(asset_px[k], bal_amount[b], weights[0][k], weights[1][k])
         collateral += cv
         collateral_today += balance_usd(today[3][k], bal_amount[b], weights[0][k], weights[1][k])
@@ -137,7 +138,7 @@ def _screen_account(a, c, j, accounts, isolated_out, scratch, book, inst, terms,
     upnl_today, option_today, _, _, _, isolated_today, _ = sums_today
     fall = 0.0
     for k in range(n_u):  # in the order the rows were first touched
-        u = touched[k]
+        u = index(touched[index(k)])
         fall += max(max(hi_u[u], 0.0), max(-lo_u[u], 0.0))
         lo_u[u] = hi_u[u] = 0.0
         seen[u] = 0
@@ -170,12 +171,13 @@ def chunk_isolated(counts, pos_start, isolated, n_chunks):
 def _touch(u, lo, hi, n_u, lo_u, hi_u, touched, seen):
     """Add slope bounds ``[lo, hi]`` to underlying ``u``'s sums, adding ``u`` to the ``n_u`` underlyings touched
     (``seen`` [u] marks them); returns their new count."""
-    if not seen[u]:
-        seen[u] = 1
-        touched[n_u] = u
+    v = index(u)
+    if not seen[v]:
+        seen[v] = 1
+        touched[index(n_u)] = u
         n_u += 1
-    lo_u[u] += lo
-    hi_u[u] += hi
+    lo_u[v] += lo
+    hi_u[v] += hi
     return n_u
 
 
@@ -358,11 +360,12 @@ def forced_flow(accounts, positions, flow, chunk_flow, book, inst, val, delta, i
     n_chunks = chunk_flow.shape[0]
     for c in prange(n_chunks):
         for j in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            a = accounts[j]
-            for p in range(pos_start[a], pos_start[a + 1]):
+            a = index(accounts[j])
+            for p in range(index(pos_start[a]), index(pos_start[a + 1])):
                 if isolated[p] or quantity[p] == 0.0:
                     continue
-                chunk_flow[c, inst_underlying[pos_instrument[p]]] += _signed_usd(p, book, inst, val, delta)
+                chunk_flow[c, index(inst_underlying[index(pos_instrument[p])])] += _signed_usd(p, book, inst, val,
+                                                                                              delta)
     for c in range(n_chunks):
         for u in range(flow.shape[0]):
             flow[u] += chunk_flow[c, u]
@@ -378,8 +381,8 @@ def _signed_usd(p, book, inst, val, delta):
     _, pos_instrument, quantity, _, _, _, _, _, _ = book
     kind, size = inst[0], inst[1]
     price, forward, settle_px, _ = val
-    i = pos_instrument[p]
-    q = quantity[p]
+    i = index(pos_instrument[index(p)])
+    q = quantity[index(p)]
     if kind[i] == OPTION:
         return q * size[i] * delta[i] * forward[i] * settle_px[i]
     return np.sign(q) * position_notional(kind[i], q, size[i], price[i], forward[i]) * settle_px[i]
@@ -438,7 +441,7 @@ def contagion_account(a, counts, notionals, liquidated, book, inst, tiers, befor
     equity1 = c1 + u1 + o1
     lost_all = mm1 > 0.0 and equity1 <= mm1
     n = 0
-    for p in range(pos_start[a], pos_start[a + 1]):
+    for p in range(index(pos_start[a]), index(pos_start[a + 1])):
         n += isolated[p] == 0 and quantity[p] != 0.0
     pool = equity0 + (c1 - c0)
     lost_cross = 0
@@ -449,10 +452,10 @@ def contagion_account(a, counts, notionals, liquidated, book, inst, tiers, befor
     n_iso = 0.0
     n_contagion = 0.0
     n_efficiency = 0.0
-    for p in range(pos_start[a], pos_start[a + 1]):
+    for p in range(index(pos_start[a]), index(pos_start[a + 1])):
         if isolated[p] or quantity[p] == 0.0:
             continue
-        i = pos_instrument[p]
+        i = index(pos_instrument[p])
         _, v0, pim, _, _, _ = position_usd(p, i, before[0][i], before[1][i], before[2][i], quantity, entry_price,
                                            isolated, isolated_margin, inst, tiers, option_margin)
         _, v1, _, pmm, notional, _ = position_usd(p, i, after[0][i], after[1][i], after[2][i], quantity,
