@@ -28,7 +28,7 @@ import numpy as np
 from numba import prange
 
 from ..codes import INVERSE, LINEAR
-from ._jit import helper, inline, kernel
+from ._jit import helper, index, inline, kernel
 from .margin import balance_usd, position_figures
 
 # Float columns of an exposure row (rows of ``out``).
@@ -50,13 +50,14 @@ def value_sensitivities(kind, price, forward, delta, gamma):
 @inline
 def _touch(u, acc, touched, order, n):
     """First sight of underlying ``u`` in this account: zero its sums and list it. Returns the new count."""
-    if touched[u]:
+    v = index(u)
+    if touched[v]:
         return n
-    touched[u] = 1
-    acc[u, _D] = 0.0
-    acc[u, _G] = 0.0
-    acc[u, _V] = 0.0
-    order[n] = u
+    touched[v] = 1
+    acc[v, _D] = 0.0
+    acc[v, _G] = 0.0
+    acc[v, _V] = 0.0
+    order[index(n)] = u
     return n + 1
 
 
@@ -71,8 +72,8 @@ def _account_exposures(a, book, inst, tiers, option_margin, val, asset_cw, asset
     price, forward, settle_px, asset_px, delta, gamma, vega = val
     inst_und, settle_und, asset_und = row_underlying
     n = 0
-    for p in range(pos_start[a], pos_start[a + 1]):
-        i = pos_instrument[p]
+    for p in range(index(pos_start[a]), index(pos_start[a + 1])):
+        i = index(pos_instrument[p])
         value = position_figures(kind[i], quantity[p], size[i], price[i], forward[i], entry_price[p], tier_first[i],
                                  tier_last[i], option_type[i], strike[i], tiers, option_margin)[2]
         units = quantity[p] * size[i]
@@ -80,22 +81,22 @@ def _account_exposures(a, book, inst, tiers, option_margin, val, asset_cw, asset
         px = settle_px[i]
         u = inst_und[i]
         n = _touch(u, acc, touched, order, n)
-        acc[u, _D] += units * d1 * px
-        acc[u, _G] += units * d2 * px
-        acc[u, _V] += units * vega[i] * px
+        acc[index(u), _D] += units * d1 * px
+        acc[index(u), _G] += units * d2 * px
+        acc[index(u), _V] += units * vega[i] * px
         v = settle_und[i]
         if v >= 0:
             n = _touch(v, acc, touched, order, n)
             held = value + (isolated_margin[p] if isolated[p] else 0.0)  # settle units moving with v
-            acc[v, _D] += held * px
+            acc[index(v), _D] += held * px
             if v == u:
-                acc[u, _G] += 2.0 * units * d1 * px
-    for b in range(bal_start[a], bal_start[a + 1]):
-        k = bal_asset[b]
+                acc[index(u), _G] += 2.0 * units * d1 * px
+    for b in range(index(bal_start[a]), index(bal_start[a + 1])):
+        k = index(bal_asset[b])
         v = asset_und[k]
         if v >= 0:
             n = _touch(v, acc, touched, order, n)
-            acc[v, _D] += balance_usd(asset_px[k], bal_amount[b], asset_cw[k], asset_bw[k])
+            acc[index(v), _D] += balance_usd(asset_px[k], bal_amount[b], asset_cw[k], asset_bw[k])
     for q in range(1, n):  # underlyings ascending (an account touches a few: insertion sort)
         u = order[q]
         r = q - 1
@@ -139,13 +140,13 @@ def exposure_rows(out, out_u, offsets, book, inst, tiers, option_margin, val, as
             largest = 0.0
             total = 0.0
             for q in range(m):
-                d = abs(sens[listed[q], _D])
+                d = abs(sens[index(listed[q]), _D])
                 largest = max(largest, d)
                 total += d
             concentration = largest / total if total > 0.0 else np.nan
             for q in range(m):
-                u = listed[q]
-                r = offsets[a] + q
+                u = index(listed[q])
+                r = index(offsets[a] + q)
                 s = index_price[u]
                 out_u[r] = u
                 out[0, r] = sens[u, _D] / s
