@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from numba import prange
 
-from ._jit import kernel
+from ._jit import index, kernel
 
 
 @kernel(parallel=True, nrt=False)
@@ -32,5 +32,5 @@ def repeat_segments(values, starts, out):
     """``out[starts[j]:starts[j+1]] = values[j]`` for every segment j, in parallel: each position's account
     (``np.repeat`` with the segment lengths, without their array and single-threaded)."""
     for j in prange(values.shape[0]):
-        for r in range(starts[j], starts[j + 1]):
+        for r in range(index(starts[j]), index(starts[j + 1])):
             out[r] = values[j]
