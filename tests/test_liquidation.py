@@ -20,7 +20,7 @@ import builders as B
 import fastrisk as fr
 from fastrisk import reference
 from fastrisk.testing import assert_tables_close
-from test_properties import books, venues
+from test_properties import books, normal_quantities, venues
 
 REL = 1e-9
 # SPEC §4's accuracy is 1e-9 relative in price. A distance (1 - price/index) carries that error absolutely, so
@@ -181,9 +181,41 @@ def test_generated_venue_equals_reference():
                         atol=REL)
 
 
+def test_option_buckets_beside_futures_across_caps_equal_reference():
+    # Short and long options beside futures of 1 to 10k contracts on the same underlying, with and without coin
+    # collateral: the option walks stride past the stable-coin futures' caps, stop at the coin-settled ones' and
+    # first probe the range end (kernels.liquidation.search); the reference walks a finer grid from scratch.
+    market, _ = fr.generate.exchange(50, seed=1, options=True)
+    d = market.instruments.to_pydict()
+    on_btc = [(i, k, p) for i, k, u, p in zip(d["instrument_id"], d["kind"], d["underlying"], d["mark_price"])
+              if u == "BTC"]
+    options = [x for x in on_btc if x[1] == "option"]
+    futures = [x for x in on_btc if x[1] != "option"]
+    assert options and {k for _, k, _ in futures} == {"linear", "inverse"}
+    rng = np.random.default_rng(7)
+    pos, bal = [], []
+    for a in range(30):
+        held = [options[j] for j in rng.choice(len(options), rng.integers(1, 5), replace=False)]
+        held += [futures[j] for j in rng.choice(len(futures), rng.integers(1, 3), replace=False)]
+        for i, kind, mark in sorted(set(held)):
+            if kind == "option":
+                pos.append((a, i, float(rng.normal() * 10), float(rng.uniform(0, 2000)), None))
+            else:
+                pos.append((a, i, float(rng.normal() * 10 ** rng.uniform(0, 4)), mark * rng.uniform(0.8, 1.2), None))
+        bal.append((a, "USDT", float(10 ** rng.uniform(4, 8))))
+        if rng.random() < 0.5:
+            bal.append((a, "BTC", float(rng.uniform(-5, 20))))
+    book = fr.Book(positions=B.positions(pos), balances=B.balances(bal))
+    table = fr.liquidation_prices(market, book)
+    assert 0 < table.column("liq_price_down").null_count < table.num_rows  # crossings found and not found
+    assert_tables_close(table, reference.liquidation_prices(market, book), rtol=REL, atol=REL)
+
+
 @settings(deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow])
-@given(venues(), books())
+@given(venues(), books(normal_quantities))
 def test_kernel_equals_reference(market, tables):
+    # Subnormal quantities (2.2e-313 contracts) hold ~14 significant bits: two correct evaluation orders then
+    # place a root 3e-9 apart (docs/liquidation.md, accuracy).
     book = fr.Book(positions=tables[0], balances=tables[1])
     assert_tables_close(fr.liquidation_prices(market, book), reference.liquidation_prices(market, book),
                         rtol=REL, atol=REL)

@@ -27,6 +27,10 @@ ASSETS = ["USD", "USDT", "BTC", "ETH"]
 prices = st.floats(1e-3, 1e7, allow_nan=False, allow_infinity=False)
 quantities = st.one_of(st.just(0.0), st.floats(-1e9, 1e9, allow_nan=False, allow_infinity=False),
                        st.floats(-1e-6, 1e-6, allow_nan=False))
+# Subnormal quantities (below 2.2e-308) hold fewer significant bits than a liquidation price's 1e-9 needs.
+normal_quantities = st.one_of(st.just(0.0), st.floats(-1e9, 1e9, allow_nan=False, allow_infinity=False,
+                                                      allow_subnormal=False),
+                              st.floats(-1e-6, 1e-6, allow_nan=False, allow_subnormal=False))
 amounts = st.one_of(st.just(0.0), st.floats(-1e10, 1e10, allow_nan=False, allow_infinity=False))
 account_ids = st.one_of(st.integers(-3, 40), st.integers(-2**62, 2**62))
 
@@ -56,10 +60,10 @@ def venues(draw):
 
 
 @st.composite
-def books(draw):
+def books(draw, quantity=quantities):
     keys = draw(st.lists(st.tuples(account_ids, st.sampled_from(INSTRUMENTS), st.booleans()), max_size=30,
                          unique=True))
-    pos = [(a, i, draw(quantities), draw(prices) if i < 5 else draw(st.floats(0, 1e6)),
+    pos = [(a, i, draw(quantity), draw(prices) if i < 5 else draw(st.floats(0, 1e6)),
             draw(st.floats(0, 1e9)) if iso else None) for a, i, iso in keys]
     bal_keys = draw(st.lists(st.tuples(account_ids, st.sampled_from(ASSETS)), max_size=20, unique=True))
     bal = [(a, asset, draw(amounts)) for a, asset in bal_keys]

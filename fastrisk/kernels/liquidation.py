@@ -38,7 +38,9 @@ maintenance-amount rule; and smooth between *breakpoints*, where a future's noti
   inside one cell can be missed; a crossing is never reported where there is none. Where every row's equity
   and MM are monotone in m between breakpoints (all but linear futures and options settled in the coin
   itself), the walk strides over several cells at once, as long as a lower bound of g over the stride (the
-  rows' smaller equity minus their larger MM at its two ends) proves it has no crossing.
+  rows' smaller equity minus their larger MM at its two ends) proves it has no crossing; such a stride passes
+  the caps of futures settled in a stable coin (their equity and MM stay monotone across a cap: MM is
+  continuous and rises with the notional).
 
 *Safe skip*, for every bucket: the pass at m = 1 also bounds the slope dg/dm over the whole range
 (``slope_bounds``: exact for collateral and coin-settled rows, a bracket-independent range for futures,
@@ -464,10 +466,11 @@ def reachable(figure, cap, first, last, n_lo, n_hi):
 # ------------------------------------------------------------------------------------- root finding
 
 @inline
-def next_point(m, down, cells, p, lo, hi, order, u, book, inst, tiers, val, moving):
+def next_point(m, down, cells, certified, p, lo, hi, order, u, book, inst, tiers, val, moving):
     """``(x, kg)``: the nearest factor beyond ``m`` (below it if ``down``) where a walk must look: a breakpoint of
-    one of the bucket's futures on ``u``, the grid point ``cells`` cells beyond ``m`` (none if 0) or the end of
-    the range; ``kg``: ``GRID_K`` + the grid point's k when it is that (``moving_figures``), else -1."""
+    one of the bucket's futures on ``u`` (for a ``certified`` walk, only of futures settled in a coin following
+    ``u``: see ``search``), the grid point ``cells`` cells beyond ``m`` (none if 0) or the end of the range;
+    ``kg``: ``GRID_K`` + the grid point's k when it is that (``moving_figures``), else -1."""
     _, pos_instrument, quantity, _, _, _, _, _, _ = book
     kind, size, tier_first, tier_last = inst[0], inst[1], inst[2], inst[3]
     cap = tiers[0]
@@ -494,6 +497,8 @@ def next_point(m, down, cells, p, lo, hi, order, u, book, inst, tiers, val, movi
         i = index(pos_instrument[q])
         if inst_underlying[i] != u or kind[i] == OPTION or quantity[q] == 0.0:
             continue
+        if certified and moving[1][i] != u:
+            continue  # its equity and MM are monotone across caps: a certified step may pass them
         units = abs(quantity[q]) * size[i]
         base = units * price[i] if kind[i] == LINEAR else units / price[i]  # notional at m = 1
         for t in range(tier_first[i], tier_last[i]):  # every finite cap of the schedule
@@ -555,11 +560,13 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
     it closes the bracket). One evaluation site, so the bucket's evaluation is compiled once.
 
     *Certified steps* (``GRID_WALK``: every row's equity and MM monotone in m between breakpoints): the walk
-    steps over several grid cells at once (never past a breakpoint), doubling the count while the steps are
-    certified: the sum over rows of the smaller equity minus the larger MM at the step's two ends bounds g
-    from below over the whole step (``moving_figures``' ``low``), so a positive bound means no crossing
-    inside. An uncertified step, or one that ends at ``g <= 0`` (a crossing nearer than its end is possible),
-    is retried with half the cells; one cell is walked as before. ``rows`` [3, 2, K]: each row's equity and MM
+    steps over several grid cells at once, doubling the count while the steps are certified: the sum over rows
+    of the smaller equity minus the larger MM at the step's two ends bounds g from below over the whole step
+    (``moving_figures``' ``low``), so a positive bound means no crossing inside. An uncertified step, or one
+    that ends at ``g <= 0`` (a crossing nearer than its end is possible), is retried with half the cells; one
+    cell is walked as before. A step may pass the caps of futures settled in a stable coin (their equity is
+    monotone in m, and their MM, continuous and rising with the notional, too), not those of futures settled
+    in the coin itself (USD MM ``S*m*MM(N/m)``, monotone only within a bracket). ``rows`` [3, 2, K]: each row's equity and MM
     at m = 1 in ``rows[0]`` (the walk's first evaluation), its last two points in ``rows[1:]``.
     """
     end = M_MIN if down else M_MAX
@@ -602,8 +609,8 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
             safe = near + sgn * (g_near / fall)
             if safe < end if down else safe > end:
                 return np.nan
-            x, kx = (end, -1) if check_end else next_point(near, down, cells if how >= GRID_WALK else 0, p, lo, hi,
-                                                           order, u, book, inst, tiers, val, moving)
+            x, kx = (end, -1) if check_end else next_point(near, down, cells if how >= GRID_WALK else 0, certify, p,
+                                                           lo, hi, order, u, book, inst, tiers, val, moving)
             skipped = safe < x if down else safe > x
             if skipped:
                 x, kx = safe, -1  # beyond the step: certified by the slope bound
