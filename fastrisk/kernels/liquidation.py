@@ -220,10 +220,10 @@ def moving_figures(a, p, u, m, kg, lo, hi, sep, order, book, inst, tiers, val, w
     its other cross positions settled in a coin following ``u`` (only when not ``sep``arable) and its balances
     in assets following ``u``. One call site of the position code, for every kind of row: it is specialised once.
 
-    With ``cur >= 0``, each row's equity and MM are also kept in ``rows[cur, :, j]`` (j = the row's rank), and
-    ``low`` is the sum over rows of the smaller equity minus the larger MM at ``m`` and at the point kept in
-    ``rows[prev]``: a lower bound of ``equity - MM`` over the factors between the two points when every row's
-    equity and MM are monotone there (``GRID_WALK``); else ``low`` is 0.
+    With ``cur >= 0``, each row's equity and MM are also kept in ``rows[cur, :, j]`` (j = the row's rank), and,
+    with ``prev >= 0``, ``low`` is the sum over rows of the smaller equity minus the larger MM at ``m`` and at
+    the point kept in ``rows[prev]``: a lower bound of ``equity - MM`` over the factors between the two points
+    when every row's equity and MM are monotone there (``GRID_WALK``); else ``low`` is 0.
 
     With ``slopes`` (a linear bucket), also g's exact slope in m just beyond ``m`` (below it if ``down``) and
     the nearest factor there where it changes (``outward_slope``); else those two are 0 and 0 or inf.
@@ -296,7 +296,8 @@ def moving_figures(a, p, u, m, kg, lo, hi, sep, order, book, inst, tiers, val, w
         if cur >= 0:
             rows[index(cur), 0, index(j)] = e
             rows[index(cur), 1, index(j)] = mm_k
-            low += min(e, rows[index(prev), 0, index(j)]) - max(mm_k, rows[index(prev), 1, index(j)])
+            if prev >= 0:
+                low += min(e, rows[index(prev), 0, index(j)]) - max(mm_k, rows[index(prev), 1, index(j)])
             j += 1
     return equity, mm_sum, low, slope, seg
 
@@ -566,8 +567,9 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
     that ends at ``g <= 0`` (a crossing nearer than its end is possible), is retried with half the cells; one
     cell is walked as before. A step may pass the caps of futures settled in a stable coin (their equity is
     monotone in m, and their MM, continuous and rising with the notional, too), not those of futures settled
-    in the coin itself (USD MM ``S*m*MM(N/m)``, monotone only within a bracket). ``rows`` [3, 2, K]: each row's equity and MM
-    at m = 1 in ``rows[0]`` (the walk's first evaluation), its last two points in ``rows[1:]``.
+    in the coin itself (USD MM ``S*m*MM(N/m)``, monotone only within a bracket). ``rows`` [3, 2, K]: each
+    row's equity and MM at m = 1 in ``rows[0]`` (the walk's first evaluation), its last two points in
+    ``rows[1:]``.
     """
     end = M_MIN if down else M_MAX
     sgn = -1.0 if down else 1.0
