@@ -49,6 +49,17 @@ def test_exposures_hand_computed():
         assert abs(r["gamma_usd"]) <= 1e-9 * abs(delta_usd) and r["vega"] == 0.0
 
 
+def test_coin_margined_inverse_delta_far_from_entry():
+    # Long 1000 contracts of #2 (BTCUSD inverse, c = 100 USD, settled in BTC at A = 50000) entered at 5e10: its USD
+    # value q*c*A*(m/E - 1/P) has delta q*c*A/E = 1e5*5e4/5e10 = 0.1 and no gamma. The product rule's two terms,
+    # q*c*A/P = 1e5 and upnl*A = -99999.9, would cancel six of its digits.
+    market = B.make_market()
+    book = B.make_book([(1, 2, 1000.0, 5e10)])
+    r = fr.exposures(market, book).to_pylist()[0]
+    assert r["delta_usd"] == pytest.approx(0.1, rel=1e-14) and r["gamma_usd"] == 0.0
+    assert_tables_close(fr.exposures(market, book), reference.exposures(market, book), rtol=1e-14, key="underlying")
+
+
 def test_option_exposures_are_the_black76_greeks():
     # A long XYZ call K = 100, T = 1, sigma 0.5, 3 contracts of size 2, settled in USD (price 1), F = 100:
     # delta = 6*N(d1), gamma = 6*pdf(d1)/(F sigma), vega = 6*F*pdf(d1) (per 1.00 vol).

@@ -80,16 +80,23 @@ def _account_exposures(a, book, inst, tiers, option_margin, val, asset_cw, asset
         d1, d2 = value_sensitivities(kind[i], price[i], forward[i], delta[i], gamma[i])
         px = settle_px[i]
         u = inst_und[i]
-        n = _touch(u, acc, touched, order, n)
-        acc[index(u), _D] += units * d1 * px
-        acc[index(u), _G] += units * d2 * px
-        acc[index(u), _V] += units * vega[i] * px
         v = settle_und[i]
+        n = _touch(u, acc, touched, order, n)
+        # A coin-margined inverse future's USD value q*c*S*(m/E - 1/P) is linear in m: delta q*c*S/E, no gamma.
+        # Written so: the product rule's q*c*S/P + upnl*S cancels to it, losing digits when the mark is far
+        # below the entry (1e-9 of the delta at P = 1e-3, E = 5630).
+        coin_inverse = kind[i] == INVERSE and v == u
+        if coin_inverse:
+            acc[index(u), _D] += units * px / entry_price[p]
+        else:
+            acc[index(u), _D] += units * d1 * px
+            acc[index(u), _G] += units * d2 * px
+        acc[index(u), _V] += units * vega[i] * px
         if v >= 0:
             n = _touch(v, acc, touched, order, n)
-            held = value + (isolated_margin[p] if isolated[p] else 0.0)  # settle units moving with v
-            acc[index(v), _D] += held * px
-            if v == u:
+            margin = isolated_margin[p] if isolated[p] else 0.0  # settle units moving with v
+            acc[index(v), _D] += (margin if coin_inverse else value + margin) * px
+            if v == u and not coin_inverse:
                 acc[index(u), _G] += 2.0 * units * d1 * px
     for b in range(index(bal_start[a]), index(bal_start[a + 1])):
         k = index(bal_asset[b])

@@ -8,7 +8,9 @@ For a position with q contracts of size c, settle-asset USD price px and value (
     option    V(m) = q*c*value(F*m)         V'(1) = q*c*Delta*F    V''(1) = q*c*Gamma*F^2
 
 USD value = V(m)*px, or V(m)*px*m when the settle asset follows the same underlying (coin-margined), which
-adds V(1)*px to the first derivative and 2*V'(1)*px to the second; an isolated position's margin, held in
+adds V(1)*px to the first derivative and 2*V'(1)*px to the second (a coin-margined inverse future:
+q*c*px*(m/E - 1/P), whose derivatives q*c*px/E and 0 are written directly, as the sum of the two terms
+loses digits when the mark is far below the entry); an isolated position's margin, held in
 its settle asset, adds margin*px when that asset follows the underlying. A balance in an asset following the
 underlying adds price*amount*weight (its weight as in collateral). delta_usd = dE/dm, delta = delta_usd / S,
 gamma_usd = d2E/dm2, gamma = gamma_usd / S^2, vega = Σ q*c*vega*px over options.
@@ -53,11 +55,15 @@ def exposures(market, book, *, rate=0.0, option_margin=(0.15, 0.10, 0.075)):
             _, delta, gamma, vega_unit, _ = black76(F, inst["strike"], T, inst["implied_vol"],
                                                     inst["option_type"] == "call", rate)
             d1, d2, vega = qc * delta * F, qc * gamma * F * F, qc * vega_unit * px
-        add(pos["account_id"], u, d1 * px, d2 * px, vega)
         v = follows[inst["settle_asset"]]
+        margin = pos["isolated_margin"] if p["isolated"] else 0.0
+        if inst["kind"] == "inverse" and v == u:
+            add(pos["account_id"], u, qc * px / pos["entry_price"], 0.0, vega)
+            add(pos["account_id"], v, margin * px)
+            continue
+        add(pos["account_id"], u, d1 * px, d2 * px, vega)
         if v is not None:
-            held = p["value_settle"] + (pos["isolated_margin"] if p["isolated"] else 0.0)
-            add(pos["account_id"], v, held * px, 2.0 * d1 * px if v == u else 0.0)
+            add(pos["account_id"], v, (p["value_settle"] + margin) * px, 2.0 * d1 * px if v == u else 0.0)
     for b in book.balances.to_pylist():
         v = follows[b["asset"]]
         if v is not None:
