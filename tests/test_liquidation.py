@@ -183,8 +183,8 @@ def test_generated_venue_equals_reference():
 
 def test_option_buckets_beside_futures_across_caps_equal_reference():
     # Short and long options beside futures of 1 to 10k contracts on the same underlying, with and without coin
-    # collateral: the option walks stride past the stable-coin futures' caps, stop at the coin-settled ones' and
-    # first probe the range end (kernels.liquidation.search); the reference walks a finer grid from scratch.
+    # collateral: the option walks stride past the stable-coin futures' caps and stop at the coin-settled ones'
+    # (kernels.liquidation.search); the reference walks a finer grid from scratch.
     market, _ = fr.generate.exchange(50, seed=1, options=True)
     d = market.instruments.to_pydict()
     on_btc = [(i, k, p) for i, k, u, p in zip(d["instrument_id"], d["kind"], d["underlying"], d["mark_price"])
