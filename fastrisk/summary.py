@@ -169,7 +169,10 @@ def cross_rows(liq: pa.Table) -> dict:
 
 
 def _forget_cross() -> None:
-    _last_cross[:] = [lambda: None, None]
+    """A table's finaliser: drop the kept arrays if they are its own (its weak reference is dead by now), not
+    those of a later table kept since."""
+    if _last_cross[0]() is None:
+        _last_cross[:] = [lambda: None, None]
 
 
 _last_cross = [lambda: None, None]  # (weak reference to the table, its cross_rows)

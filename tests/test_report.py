@@ -228,3 +228,21 @@ def test_degenerate_venues_render_without_warnings(tmp_path):
         page = Page(result.report.read_text(encoding="utf-8"))
         _assert_self_contained(page)
         assert list(page.sections) == ALL_IDS, name
+
+
+def test_cross_rows_are_kept_for_the_latest_table_while_it_lives():
+    # summary.cross_rows keeps the arrays of the last table asked for, while that table lives: a table collected
+    # earlier must not drop a later one's, and the arrays go with their own table.
+    import gc
+
+    market, book = fr.generate.exchange(200, seed=1)
+    first, second = fr.liquidation_prices(market, book), fr.liquidation_prices(market, book)
+    S.cross_rows(first)
+    kept = S.cross_rows(second)
+    del first
+    gc.collect()
+    assert S.cross_rows(second) is kept
+    assert not kept["down"].flags.writeable
+    del second
+    gc.collect()
+    assert S._last_cross[1] is None
