@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .risk import OPTION_MARGIN, kernel_market, value_instruments
+from .risk import kernel_market, value_instruments
 
 __all__ = ["exposures", "venue_exposures", "account_concentration", "EXPOSURES_SCHEMA"]
 
@@ -61,10 +61,10 @@ def exposures(market, book, *, rate: float = 0.0) -> pa.Table:
     bound = book.bind(market)
     M = market.arrays
     val = value_instruments(market, rate=rate)
-    inst, tiers = kernel_market(market)
+    inst, _ = kernel_market(market)
     n, n_u = len(bound.book.account_id), len(M.index_price)
     k = account_chunks(n)
-    args = (kernel_book(bound), *readonly((inst, tiers)), tuple(float(x) for x in OPTION_MARGIN),
+    args = (kernel_book(bound), readonly(inst),
             *readonly(((val.price, val.forward, val.settle_px, val.asset_px, val.delta, val.gamma, val.vega),
                        M.asset_cw, M.asset_bw, (M.underlying, np.ascontiguousarray(M.asset_underlying[M.settle]),
                                                 M.asset_underlying))))

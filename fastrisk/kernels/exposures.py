@@ -29,7 +29,7 @@ from numba import prange
 
 from ..codes import INVERSE, LINEAR
 from ._jit import helper, index, inline, kernel
-from .margin import balance_usd, position_figures
+from .margin import balance_usd, position_value
 
 # Float columns of an exposure row (rows of ``out``).
 EXPOSURE_FLOATS = ("delta", "delta_usd", "gamma", "gamma_usd", "vega", "concentration")
@@ -62,20 +62,18 @@ def _touch(u, acc, touched, order, n):
 
 
 @helper
-def _account_exposures(a, book, inst, tiers, option_margin, val, asset_cw, asset_bw, row_underlying, acc, touched,
-                       order):
+def _account_exposures(a, book, inst, val, asset_cw, asset_bw, row_underlying, acc, touched, order):
     """Sensitivities of account ``a`` per underlying into ``acc`` [u, 3] (delta_usd, gamma_usd, vega), the
     underlyings it touches listed ascending in ``order``; returns how many. ``touched`` [u] is all 0 on entry
     and on exit (only the account's own underlyings are reset, not all of them)."""
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, bal_amount = book
-    kind, size, tier_first, tier_last, option_type, strike = inst
+    kind, size = inst[0], inst[1]
     price, forward, settle_px, asset_px, delta, gamma, vega = val
     inst_und, settle_und, asset_und = row_underlying
     n = 0
     for p in range(index(pos_start[a]), index(pos_start[a + 1])):
         i = index(pos_instrument[p])
-        value = position_figures(kind[i], quantity[p], size[i], price[i], forward[i], entry_price[p], tier_first[i],
-                                 tier_last[i], option_type[i], strike[i], tiers, option_margin)[2]
+        _, value = position_value(kind[i], quantity[p], size[i], price[i], entry_price[p])
         units = quantity[p] * size[i]
         d1, d2 = value_sensitivities(kind[i], price[i], forward[i], delta[i], gamma[i])
         px = settle_px[i]
@@ -117,8 +115,7 @@ def _account_exposures(a, book, inst, tiers, option_margin, val, asset_cw, asset
 
 
 @kernel(parallel=True)
-def exposure_counts(counts, book, inst, tiers, option_margin, val, asset_cw, asset_bw, row_underlying, acc, touched,
-                    order):
+def exposure_counts(counts, book, inst, val, asset_cw, asset_bw, row_underlying, acc, touched, order):
     """Rows per account: ``counts[a]`` = the underlyings account ``a`` is exposed to. Scratch per chunk:
     ``acc`` [c, u, 3], ``touched`` [c, u] uint8 (zeroed by the caller), ``order`` [c, u] int64 (the chunk
     count is their first axis)."""
@@ -126,13 +123,13 @@ def exposure_counts(counts, book, inst, tiers, option_margin, val, asset_cw, ass
     n_chunks = acc.shape[0]
     for c in prange(n_chunks):
         for a in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            counts[a] = _account_exposures(a, book, inst, tiers, option_margin, val, asset_cw, asset_bw,
-                                           row_underlying, acc[c], touched[c], order[c])
+            counts[a] = _account_exposures(a, book, inst, val, asset_cw, asset_bw, row_underlying, acc[c],
+                                           touched[c], order[c])
 
 
 @kernel(parallel=True)
-def exposure_rows(out, out_u, offsets, book, inst, tiers, option_margin, val, asset_cw, asset_bw, row_underlying,
-                  index_price, acc, touched, order):
+def exposure_rows(out, out_u, offsets, book, inst, val, asset_cw, asset_bw, row_underlying, index_price, acc,
+                  touched, order):
     """Exposure rows of every account at ``offsets[a]:offsets[a+1]`` (from ``exposure_counts``), underlyings
     ascending: ``out_u`` [r] int32 and ``out`` [6, r] (``EXPOSURE_FLOATS``; concentration = max_u
     |delta_usd| / Σ_u |delta_usd| of the account, NaN when it has no delta)."""
@@ -142,7 +139,7 @@ def exposure_rows(out, out_u, offsets, book, inst, tiers, option_margin, val, as
         sens = acc[c]
         listed = order[c]
         for a in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            m = _account_exposures(a, book, inst, tiers, option_margin, val, asset_cw, asset_bw, row_underlying,
+            m = _account_exposures(a, book, inst, val, asset_cw, asset_bw, row_underlying,
                                    sens, touched[c], listed)
             largest = 0.0
             total = 0.0
