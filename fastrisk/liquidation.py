@@ -141,11 +141,12 @@ def _liquidation_rows(market: Market, bound: BoundBook, val: Valuation, rate: fl
     book = kernel_book(bound)
     moving = kernel_moving(market, rate)
     vt = (val.price, val.forward, val.settle_px, val.asset_px)
-    # The options' prices at the walks' grid points, kept as they are first computed (kernels.liquidation).
+    # The options' prices and their slopes in m at the walks' grid points, kept as they are first computed
+    # (kernels.liquidation).
     is_option = M.kind == C.OPTION
     grid_row = np.full(len(M.kind), -1, np.int64)
     grid_row[is_option] = np.arange(int(is_option.sum()))
-    grid_prices = np.full((int(is_option.sum()), 2 * GRID_K + 1), np.nan)
+    grid_prices, grid_slopes = (np.full((int(is_option.sum()), 2 * GRID_K + 1), np.nan) for _ in range(2))
     n, n_pos, n_u = len(B.account_id), len(B.quantity), len(M.index_price)
     # Small account chunks: heavy-tailed accounts balance over the threads; each chunk has its own scratch.
     chunks = n_chunks(n, 1 << 12)
@@ -153,18 +154,18 @@ def _liquidation_rows(market: Market, bound: BoundBook, val: Valuation, rate: fl
     exposure = empty((n, (n_u + 63) // 64), np.uint64)
     count_rows(n_rows, n_cross, exposure, book, moving)
     row_start = empty(n + 1, np.int64)
-    most_rows = int(row_offsets(n_rows, B.pos_start, B.bal_start, row_start))
+    most_positions = int(row_offsets(n_rows, B.pos_start, row_start))
     r = int(row_start[-1])
     out = (empty(r, np.int32), empty(r, np.int64), empty(r, np.int32), empty(r), empty((2, r)), empty((2, r)),
            empty((3, r), np.uint8))
     scratch = (np.empty((chunks, n_u), np.int64), np.empty((chunks, n_u), np.int64),
-               np.empty((chunks, n_u, FIGURES)), np.empty((chunks, 3, 2, most_rows)),
-               np.empty((chunks, most_rows, FIGURES)), np.empty((chunks, most_rows, 2), np.int64))
+               np.empty((chunks, n_u, FIGURES)), np.empty((chunks, most_positions, FIGURES)),
+               np.empty((chunks, most_positions, 2), np.int64))
     inst, tiers = kernel_market(market)
     liquidation_factors(row_start, n_cross, exposure, empty(n_pos, np.int64), scratch, out,
                         (B.account_id, B.instrument_id, M.index_price), book, inst,
                         tier_terms(market) + (M_MIN, M_MAX), tiers, vt, (M.asset_cw, M.asset_bw),
-                        tuple(float(x) for x in option_margin), moving + (grid_row, grid_prices), chunks)
+                        tuple(float(x) for x in option_margin), moving + (grid_row, grid_prices, grid_slopes), chunks)
     return out
 
 

@@ -183,8 +183,8 @@ def test_generated_venue_equals_reference():
 
 def test_option_buckets_beside_futures_across_caps_equal_reference():
     # Short and long options beside futures of 1 to 10k contracts on the same underlying, with and without coin
-    # collateral: the option walks stride past the stable-coin futures' caps and stop at the coin-settled ones'
-    # (kernels.liquidation.search); the reference walks a finer grid from scratch.
+    # collateral: the option walks' certified strides pass the futures' caps (kernels.liquidation.search); the
+    # reference walks a finer grid from scratch.
     market, _ = fr.generate.exchange(50, seed=1, options=True)
     d = market.instruments.to_pydict()
     on_btc = [(i, k, p) for i, k, u, p in zip(d["instrument_id"], d["kind"], d["underlying"], d["mark_price"])
@@ -209,6 +209,32 @@ def test_option_buckets_beside_futures_across_caps_equal_reference():
     table = fr.liquidation_prices(market, book)
     assert 0 < table.column("liq_price_down").null_count < table.num_rows  # crossings found and not found
     assert_tables_close(table, reference.liquidation_prices(market, book), rtol=REL, atol=REL)
+
+
+def test_long_options_dip_inside_a_certified_stride():
+    # A future hedged by long options that only pay far out: g is positive at 1 and again a decade out, and
+    # negative in between. The walk's first stride spans that decade; the long options' convexity must not
+    # let the stride be certified (kernels.liquidation.stride_low bounds them by their tangents, not a chord).
+    # Account 0: short 10 BTC-USDT futures, long 20 calls struck 120k (index 90.8k, June expiry), 20k USDT
+    # borrowed: liquidatable from ~1.1x to ~1.4x the index. Account 1: long 10 futures, long 20 puts struck
+    # 60k: liquidatable from ~0.95x down to ~0.35x.
+    market, _ = fr.generate.exchange(50, seed=1, options=True)
+    d = market.instruments.to_pydict()
+    index_price = market.underlyings.to_pydict()["index_price"][0]
+    june = max(e for e, u, k in zip(d["expiry"], d["underlying"], d["kind"]) if u == "BTC" and k == "option")
+
+    def option(strike, option_type):
+        return next(i for i, u, k, t, e in zip(d["instrument_id"], d["underlying"], d["strike"], d["option_type"],
+                                               d["expiry"]) if u == "BTC" and k == strike and t == option_type and e == june)
+
+    book = fr.Book(positions=B.positions([(0, 1, -10.0, index_price, None), (0, option(120000.0, "call"), 20.0, 0.0, None),
+                                          (1, 1, 10.0, index_price, None), (1, option(60000.0, "put"), 20.0, 0.0, None)]),
+                   balances=B.balances([(0, "USDT", -20000.0), (1, "USDT", 0.0)]))
+    table = fr.liquidation_prices(market, book)
+    assert_tables_close(table, reference.liquidation_prices(market, book), rtol=REL, atol=REL)
+    up = cross_row(table, 0, "BTC")["liq_price_up"] / index_price
+    down = cross_row(table, 1, "BTC")["liq_price_down"] / index_price
+    assert 1.02 < up < 1.3 and 0.6 < down < 0.98, (up, down)
 
 
 @settings(deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow])
@@ -248,15 +274,14 @@ def test_thread_count_changes_nothing():
     assert one.num_rows - one.column("liq_price_down").null_count > 1000
 
 
-def test_row_offsets_prefix_sums_and_most_rows():
-    # Rows of account a start at row_start[a]; the scratch per bucket row holds an account's positions and
-    # balances: the most of those (at least 1) is returned.
+def test_row_offsets_prefix_sums_and_most_positions():
+    # Rows of account a start at row_start[a]; the scratch for isolated positions holds an account's positions:
+    # the most of those (at least 1) is returned.
     from fastrisk.kernels.liquidation import row_offsets
 
     n_rows = np.array([2, 0, 5, 1], np.int64)
     pos_start = np.array([0, 3, 3, 9, 10], np.int64)
-    bal_start = np.array([0, 1, 4, 4, 6], np.int64)
     row_start = np.full(5, -7, np.int64)
-    assert row_offsets(n_rows, pos_start, bal_start, row_start) == 6  # account 2: 6 positions, 0 balances
+    assert row_offsets(n_rows, pos_start, row_start) == 6  # account 2: 6 positions
     assert row_start.tolist() == [0, 2, 2, 7, 8]
-    assert row_offsets(np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64), row_start[:1]) == 1
+    assert row_offsets(np.zeros(0, np.int64), np.zeros(1, np.int64), row_start[:1]) == 1

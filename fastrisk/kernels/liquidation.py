@@ -36,11 +36,11 @@ maintenance-amount rule; and smooth between *breakpoints*, where a future's noti
   the coin itself): the walk visits the breakpoints and a geometric grid of ``GRID_PER_DECADE`` points per
   decade; the first bracketing cell is refined. Two crossings closer together than one grid step (3.7 %)
   inside one cell can be missed; a crossing is never reported where there is none. Where every row's equity
-  and MM are monotone in m between breakpoints (all but linear futures and options settled in the coin
-  itself), the walk strides over several cells at once, as long as a lower bound of g over the stride (the
-  rows' smaller equity minus their larger MM at its two ends) proves it has no crossing; such a stride passes
-  the caps of futures settled in a stable coin (their equity and MM stay monotone across a cap: MM is
-  continuous and rises with the notional).
+  is linear, concave or convex in m and its MM convex (all but linear futures and options settled in the coin
+  itself, and futures whose mmf falls somewhere in their schedule), the walk strides over several cells at once,
+  as long as a lower bound of g over the stride proves it has no crossing: the concave part of g lies above its
+  chord, the convex part (long options, short inverse futures in a stable coin) above its tangents at the
+  stride's ends (``stride_low``). Such a stride passes caps.
 
 *Safe skip*, for every bucket: the pass at m = 1 also bounds the slope dg/dm over the whole range
 (``slope_bounds``: exact for collateral and coin-settled rows, a bracket-independent range for futures,
@@ -75,6 +75,10 @@ _GRID_STEP = math.log(10.0) / GRID_PER_DECADE
 # Grid points exp(k * _GRID_STEP) for |k| <= GRID_K span the search range [M_MIN, M_MAX].
 GRID_K = 4 * GRID_PER_DECADE
 REL_TOL = 1e-13
+# Grid cells a certified walk's first step spans (one decade): most option buckets have no crossing for decades,
+# and the bound of a step (``stride_low``) does not weaken with its length as such. Option walks at 1M accounts:
+# 324k evaluations, against 419k with a first step of one cell.
+FIRST_STRIDE = GRID_PER_DECADE
 
 # How g(m) behaves between breakpoints (see the module docstring), in increasing order of search effort.
 CONCAVE, LINEAR_WALK, GRID_WALK, CELL_WALK = 0, 1, 2, 3
@@ -179,28 +183,28 @@ def count_rows(n_rows, n_cross, exposure, book, moving):
 
 
 @kernel(nrt=False)
-def row_offsets(n_rows, pos_start, bal_start, row_start):
+def row_offsets(n_rows, pos_start, row_start):
     """Where each account's rows begin, ``row_start`` [a+1] (0, then the running sum of ``count_rows``'
-    ``n_rows`` [a]), in one serial pass that also returns the most positions and balances an account has (the
-    size of ``liquidation_factors``' scratch per bucket row): NumPy's cumsum and two diffs took 7 ms of a
-    2-thread liquidation_prices at 1M accounts, this 3."""
+    ``n_rows`` [a]), in one serial pass that also returns the most positions an account has (at least 1: the
+    size of ``liquidation_factors``' scratch for isolated positions): NumPy's cumsum and two diffs took 7 ms of
+    a 2-thread liquidation_prices at 1M accounts, this 3."""
     row_start[0] = 0
     total = 0
     most = 1
     for a in range(n_rows.shape[0]):
         total += n_rows[a]
         row_start[a + 1] = total
-        most = max(most, (pos_start[a + 1] - pos_start[a]) + (bal_start[a + 1] - bal_start[a]))
+        most = max(most, pos_start[a + 1] - pos_start[a])
     return most
 
 
 @inline
 def position_shape(i, u, kind, settle_underlying, mm_convex):
     """How a future or option on ``u`` (its own underlying) makes its bucket's g behave (module docstring):
-    ``CELL_WALK`` when its USD equity is not monotone in m (a linear future or an option settled in the coin
-    itself: its value times the coin's price); ``GRID_WALK`` when it is but is not linear in m between
+    ``CELL_WALK`` when its USD equity is neither concave nor convex in m (a linear future or an option settled in
+    the coin itself: its value times the coin's price); ``GRID_WALK`` when it is but is not linear in m between
     breakpoints (an option, an inverse future in a stable coin); then ``CONCAVE`` if its mmf never falls from
-    bracket to bracket, else ``LINEAR_WALK``. A bucket takes the largest of its rows'."""
+    bracket to bracket, else ``LINEAR_WALK``. A bucket combines its rows' (``combined_shape``)."""
     k = kind[i]
     coin_settled = settle_underlying[i] == u
     if coin_settled and (k == LINEAR or k == OPTION):
@@ -210,29 +214,40 @@ def position_shape(i, u, kind, settle_underlying, mm_convex):
     return CONCAVE if mm_convex[i] else LINEAR_WALK
 
 
+@inline
+def combined_shape(a, b):
+    """The shape of a bucket from two of its rows' (``position_shape``): the larger, except that a future whose
+    mmf falls somewhere in its schedule (``LINEAR_WALK``) in a ``GRID_WALK`` bucket makes it a ``CELL_WALK``
+    one: its MM is not convex, which certified steps need (``stride_low``)."""
+    if (a == LINEAR_WALK and b == GRID_WALK) or (a == GRID_WALK and b == LINEAR_WALK):
+        return CELL_WALK
+    return max(a, b)
+
+
 # ------------------------------------------------------------------------------------- a bucket's g(m)
 
 @inline
-def moving_figures(a, p, u, m, kg, lo, hi, sep, order, book, inst, tiers, val, weights, option_margin, moving, rows,
-                   prev, cur, slopes, down):
-    """``(equity, MM, low, slope, segment end)`` in USD, at ``m``, of the rows of a bucket that move with ``u``:
-    isolated position ``p`` when ``p >= 0``; else account ``a``'s cross positions on ``u`` (``order[lo:hi]``),
-    its other cross positions settled in a coin following ``u`` (only when not ``sep``arable) and its balances
-    in assets following ``u``. One call site of the position code, for every kind of row: it is specialised once.
+def moving_figures(a, p, u, m, kg, lo, hi, sep, order, book, inst, tiers, val, weights, option_margin, moving, certify,
+                   slopes, down):
+    """``(equity, MM, convex, convex_slope, slope, segment end)`` in USD, at ``m``, of the rows of a bucket that
+    move with ``u``: isolated position ``p`` when ``p >= 0``; else account ``a``'s cross positions on ``u``
+    (``order[lo:hi]``), its other cross positions settled in a coin following ``u`` (only when not ``sep``arable)
+    and its balances in assets following ``u``. One call site of the position code, for every kind of row: it is
+    specialised once.
 
-    With ``cur >= 0``, each row's equity and MM are also kept in ``rows[cur, :, j]`` (j = the row's rank), and,
-    with ``prev >= 0``, ``low`` is the sum over rows of the smaller equity minus the larger MM at ``m`` and at
-    the point kept in ``rows[prev]``: a lower bound of ``equity - MM`` over the factors between the two points
-    when every row's equity and MM are monotone there (``GRID_WALK``); else ``low`` is 0.
+    With ``certify`` (a ``GRID_WALK`` bucket), ``convex`` is the equity of the rows whose equity is convex in m
+    (long options, short inverse futures in a stable coin) and ``convex_slope`` its derivative in m; the rest
+    of the bucket's excess is concave in m (``search``); else both are 0.
 
     With ``slopes`` (a linear bucket), also g's exact slope in m just beyond ``m`` (below it if ``down``) and
     the nearest factor there where it changes (``outward_slope``); else those two are 0 and 0 or inf.
 
     ``kg >= 0``: ``m`` is grid point ``kg - GRID_K`` (``next_point``). The walks of option buckets step from grid
     point to grid point, and a venue has far fewer options than option positions (436 against 113k in the
-    benchmark's): an option's price there is kept in ``moving[9]`` [row, kg] (NaN until first priced; option
-    ``i``'s row is ``moving[8][i]``, -1 for futures) and read instead of re-priced with Black-76. Any thread may
-    price an entry first: they all write the same bits, so results never depend on which."""
+    benchmark's): an option's price and its slope in m there are kept in ``moving[9]`` and ``moving[10]`` [row,
+    kg] (NaN until first priced; option ``i``'s row is ``moving[8][i]``, -1 for futures) and read instead of
+    re-priced with Black-76. Any thread may price an entry first: they all write the same bits, so results never
+    depend on which."""
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
         bal_amount = book
     kind, option_type, strike = inst[0], inst[4], inst[5]
@@ -240,10 +255,10 @@ def moving_figures(a, p, u, m, kg, lo, hi, sep, order, book, inst, tiers, val, w
     inst_underlying, settle_underlying, asset_underlying = moving[0], moving[1], moving[2]
     equity = 0.0
     mm_sum = 0.0
-    low = 0.0
+    convex = 0.0
+    convex_slope = 0.0
     slope = 0.0
     seg = 0.0 if down else np.inf
-    j = 0
     if p >= 0:
         n_own, n_other = 1, 0
     else:
@@ -272,18 +287,29 @@ def moving_figures(a, p, u, m, kg, lo, hi, sep, order, book, inst, tiers, val, w
                     continue
             i = index(pos_instrument[q])
             tabulated = kg >= 0 and moving[8][i] >= 0 and inst_underlying[i] == u
-            known = moving[9][index(moving[8][i]), index(kg)] if tabulated else np.nan
-            pr, fw, px = moved_instrument(i, u, m, kind, option_type, strike, price, forward, settle_px, moving, known)
-            if tabulated and np.isnan(known):
-                moving[9][index(moving[8][i]), index(kg)] = pr  # whichever thread prices it first: the same bits
+            cell = (index(max(moving[8][i], 0)), index(max(kg, 0)))  # read and written only where tabulated
+            known = (moving[9][cell], moving[10][cell]) if tabulated else (np.nan, np.nan)
+            pr, fw, px, dp = moved_instrument(i, u, m, kind, option_type, strike, price, forward, settle_px, moving,
+                                              known)
+            if tabulated and (np.isnan(known[0]) or np.isnan(known[1])):
+                moving[9][cell] = pr  # whichever thread prices it first: the same bits
+                moving[10][cell] = dp
+            qq = quantity[q]
             notional, upnl, value, im, mm, tier = position_figures(
-                kind[i], quantity[q], inst[1][i], pr, fw, entry_price[q], inst[2][i], inst[3][i], option_type[i],
+                kind[i], qq, inst[1][i], pr, fw, entry_price[q], inst[2][i], inst[3][i], option_type[i],
                 strike[i], tiers, option_margin)
             if p >= 0:
                 e, _ = isolated_bucket(isolated_margin[q], value, mm, px)  # the bucket's own rule
             else:
                 e = value * px  # futures: upnl; options: q*c*V (margin.position_usd)
             mm_k = mm * px
+            if certify and inst_underlying[i] == u:
+                if kind[i] == OPTION and qq > 0.0:
+                    convex += e
+                    convex_slope += qq * inst[1][i] * dp * px
+                elif kind[i] == INVERSE and qq < 0.0 and settle_underlying[i] != u:
+                    convex += e  # -q*c*S/(P*m) and a constant
+                    convex_slope += qq * inst[1][i] * px * (price[i] / pr) / pr
             if slopes:
                 if inst_underlying[i] != u:
                     slope += coin_bounds(value, mm, settle_px[i])[0]
@@ -293,13 +319,7 @@ def moving_figures(a, p, u, m, kg, lo, hi, sep, order, book, inst, tiers, val, w
                     seg = max(seg, seg_k) if down else min(seg, seg_k)
         equity += e
         mm_sum += mm_k
-        if cur >= 0:
-            rows[index(cur), 0, index(j)] = e
-            rows[index(cur), 1, index(j)] = mm_k
-            if prev >= 0:
-                low += min(e, rows[index(prev), 0, index(j)]) - max(mm_k, rows[index(prev), 1, index(j)])
-            j += 1
-    return equity, mm_sum, low, slope, seg
+    return equity, mm_sum, convex, convex_slope, slope, seg
 
 
 @inline
@@ -469,8 +489,8 @@ def reachable(figure, cap, first, last, n_lo, n_hi):
 @inline
 def next_point(m, down, cells, certified, p, lo, hi, order, u, book, inst, tiers, val, moving):
     """``(x, kg)``: the nearest factor beyond ``m`` (below it if ``down``) where a walk must look: a breakpoint of
-    one of the bucket's futures on ``u`` (for a ``certified`` walk, only of futures settled in a coin following
-    ``u``: see ``search``), the grid point ``cells`` cells beyond ``m`` (none if 0) or the end of the range;
+    one of the bucket's futures on ``u`` (none for a ``certified`` walk, whose steps pass caps: see ``search``),
+    the grid point ``cells`` cells beyond ``m`` (none if 0) or the end of the range;
     ``kg``: ``GRID_K`` + the grid point's k when it is that (``moving_figures``), else -1."""
     _, pos_instrument, quantity, _, _, _, _, _, _ = book
     kind, size, tier_first, tier_last = inst[0], inst[1], inst[2], inst[3]
@@ -493,13 +513,13 @@ def next_point(m, down, cells, certified, p, lo, hi, order, u, book, inst, tiers
             kg = np.int64(k) + GRID_K
     if p >= 0:
         lo, hi = 0, 1
+    if certified:
+        hi = lo
     for j in range(lo, hi):
         q = index(p if p >= 0 else order[index(j)])
         i = index(pos_instrument[q])
         if inst_underlying[i] != u or kind[i] == OPTION or quantity[q] == 0.0:
             continue
-        if certified and moving[1][i] != u:
-            continue  # its equity and MM are monotone across caps: a certified step may pass them
         units = abs(quantity[q]) * size[i]
         base = units * price[i] if kind[i] == LINEAR else units / price[i]  # notional at m = 1
         for t in range(tier_first[i], tier_last[i]):  # every finite cap of the schedule
@@ -534,8 +554,31 @@ def tangent(near, g_near, rate, seg, end, down):
 
 
 @inline
+def stride_low(x0, k0, c0, d0, x1, k1, c1, d1):
+    """A lower bound, less the bucket's fixed part, of its excess g over the factors between ``x0`` and ``x1``
+    at an interior point, given at each end the part of g that is concave in m (``k``), the part that is convex
+    (``c``) and the convex part's slope (``d``) (``moving_figures``); +inf when the bound's least value is at an
+    end, where g itself is known.
+
+    Every row of a certified bucket has an equity that is linear, concave (short options) or convex (long
+    options, short inverse futures in a stable coin) in m, and an MM that is convex in m (linear options' MM,
+    futures' MM whose mmf never falls from bracket to bracket: also for a coin-settled inverse one, whose USD
+    MM ``S*m*MM(N/m)`` is the perspective of a convex function). So the concave part lies above its chord
+    between the two ends, and the convex part above both of its tangents there: g is at least the chord plus
+    the larger tangent, a convex piecewise linear function whose least value is at an end or where the two
+    tangents meet. Unlike a bound from each row's values at the two ends, this one does not weaken as a step
+    grows (only as the convex rows bend), and it holds across caps."""
+    if d0 == d1:
+        return np.inf  # the convex part is linear: the least value is at an end
+    x = (c1 - c0 - d1 * x1 + d0 * x0) / (d0 - d1)  # where the tangents meet
+    if not (min(x0, x1) < x < max(x0, x1)):
+        return np.inf
+    return k0 + (k1 - k0) * ((x - x0) / (x1 - x0)) + (c0 + d0 * (x - x0))
+
+
+@inline
 def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed, lo, hi, sep, order, book, inst,
-           tiers, val, weights, option_margin, moving, rows):
+           tiers, val, weights, option_margin, moving):
     """One bucket's nearest factor below (``down``) or above 1 where ``g <= 0``, NaN when there is none in
     [M_MIN, M_MAX], given ``g(1) = g1 > 0``, the slope bounds ``[s_lo, s_hi]`` and (linear buckets) the exact
     slopes ``e_dn``, ``e_up`` of the segments just below and above 1, which end at the breakpoints ``seg_dn``,
@@ -560,16 +603,11 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
     step is the exact root and is returned at once when ``g <= 0`` there (else one more step just across
     it closes the bracket). One evaluation site, so the bucket's evaluation is compiled once.
 
-    *Certified steps* (``GRID_WALK``: every row's equity and MM monotone in m between breakpoints): the walk
-    steps over several grid cells at once, doubling the count while the steps are certified: the sum over rows
-    of the smaller equity minus the larger MM at the step's two ends bounds g from below over the whole step
-    (``moving_figures``' ``low``), so a positive bound means no crossing inside. An uncertified step, or one
-    that ends at ``g <= 0`` (a crossing nearer than its end is possible), is retried with half the cells; one
-    cell is walked as before. A step may pass the caps of futures settled in a stable coin (their equity is
-    monotone in m, and their MM, continuous and rising with the notional, too), not those of futures settled
-    in the coin itself (USD MM ``S*m*MM(N/m)``, monotone only within a bracket). ``rows`` [3, 2, K]: each
-    row's equity and MM at m = 1 in ``rows[0]`` (the walk's first evaluation), its last two points in
-    ``rows[1:]``.
+    *Certified steps* (``GRID_WALK``): the walk steps over several grid cells at once, doubling the count while
+    the steps are certified, i.e. proven to hold no crossing by a lower bound of g over the whole step
+    (``stride_low``); an uncertified step, or one that ends at ``g <= 0`` (a crossing nearer than its end is
+    possible), is retried with half the cells; one cell is walked as before. A certified step passes every
+    cap: the bound needs no bracket to hold over the step.
     """
     end = M_MIN if down else M_MAX
     sgn = -1.0 if down else 1.0
@@ -582,8 +620,9 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
     x = 1.0
     chosen = False
     certify = how == GRID_WALK
-    cells = 1
-    prev, cur = 0, 1  # the rows of ``near`` and of the point evaluated, when certifying
+    cells = FIRST_STRIDE if certify else 1
+    # When certifying: the concave part of g, the convex part and its slope at ``near`` (see stride_low).
+    k_near = c_near = d_near = 0.0
     skipped = False
     bisecting = False  # a step of several cells ended at g <= 0: the next ones halve down to one cell
     linear = how < GRID_WALK
@@ -603,8 +642,10 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
     check_end = how == CONCAVE and line_root == end
     g_end = np.nan
     kx = -1  # the grid index of x (``next_point``), -1 off the grid
-    if certify:
-        x, kx, chosen, cur = 1.0, GRID_K, True, 0  # first, each row's figures at m = 1 into rows[0]
+    at_one = certify  # first, the split of g at m = 1 (the pass at m = 1 sums only the whole)
+    if at_one:
+        x, kx, chosen = 1.0, GRID_K, True
+    k_x = c_x = d_x = 0.0
     while True:
         if not chosen:
             # The walk's next point, or farther when the safe skip reaches beyond it.
@@ -620,12 +661,14 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
         if x == end and not np.isnan(g_end):
             gx = g_end
         else:
-            eq, mm, low, slope_x, seg_x = moving_figures(a, p, u, x, kx, lo, hi, sep, order, book, inst, tiers, val,
-                                                         weights, option_margin, moving, rows,
-                                                         prev if certify else -1, cur, linear, down)
+            eq, mm, c_x, d_x, slope_x, seg_x = moving_figures(a, p, u, x, kx, lo, hi, sep, order, book, inst, tiers,
+                                                              val, weights, option_margin, moving, certify, linear,
+                                                              down)
             gx = (fixed + eq) - mm
-            if cur == prev:
-                cur = 1
+            k_x = (eq - c_x) - mm
+            if at_one:
+                at_one = False
+                k_near, c_near, d_near = k_x, c_x, d_x
                 continue
         if check_end:
             if gx > 0.0:
@@ -634,6 +677,7 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
             g_end = gx
             continue
         if not refining:
+            low = stride_low(near, k_near, c_near, d_near, x, k_x, c_x, d_x) if cells > 1 and not skipped else np.inf
             if cells > 1 and not skipped and (gx <= 0.0 or not fixed + low > 0.0):
                 cells //= 2  # a crossing may lie inside the step: shorter steps from ``near``
                 bisecting = bisecting or gx <= 0.0
@@ -648,7 +692,7 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
                     if decided:
                         return factor
                 if certify:
-                    prev, cur = cur, 3 - cur
+                    k_near, c_near, d_near = k_x, c_x, d_x
                     if bisecting:
                         cells = max(cells // 2, 1)  # the crossing lies within as many cells as just stepped
                     elif skipped or fixed + low > 0.0:
@@ -691,7 +735,7 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
 
 @inline
 def row_factors(a, p, u, equity, mm, fixed, has_mm, bounds, how, lo, hi, sep, order, book, inst, tiers, val, weights,
-                option_margin, moving, rows):
+                option_margin, moving):
     """``(m_down, m_up)`` of one bucket row: factors 1.0 if liquidatable now, NaN where none (always, when the
     bucket carries no MM: never liquidated).
 
@@ -711,7 +755,7 @@ def row_factors(a, p, u, equity, mm, fixed, has_mm, bounds, how, lo, hi, sep, or
     down = up = np.nan
     for d in range(2):
         factor = search(d == 0, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed, lo, hi, sep, order,
-                        book, inst, tiers, val, weights, option_margin, moving, rows)
+                        book, inst, tiers, val, weights, option_margin, moving)
         if d == 0:
             down = factor
         else:
@@ -782,15 +826,15 @@ def liquidation_factors(row_start, n_cross, exposure, order, scratch, out, ids, 
     r] (down, up: price = index * factor, distance = 1 - factor down, factor - 1 up; factor 1.0 = liquidatable now,
     NaN = none in range) and ``valid`` uint8 [3, r] (down found, up found, isolated row: the validity of the
     nullable columns); and ``order`` [p] (each account's cross positions with a quantity grouped by underlying
-    code, ``account_factors``). ``scratch = (count, shape, acc, rows, iso_acc, iso_of)``, one row per chunk of
-    accounts, of any content (K = the most positions and balances of an account): int64 [chunk, u], int64 [chunk,
-    u], float64 [chunk, u, FIGURES] (the sums per underlying), float64 [chunk, 3, 2, K] (``search``'s), float64
-    [chunk, K, FIGURES] and int64 [chunk, K, 2] (the isolated positions' sums, their position and shape). ``val =
+    code, ``account_factors``). ``scratch = (count, shape, acc, iso_acc, iso_of)``, one row per chunk of accounts,
+    of any content (K = the most positions an account has): int64 [chunk, u], int64 [chunk, u], float64 [chunk, u,
+    FIGURES] (the sums per underlying), float64 [chunk, K, FIGURES] and int64 [chunk, K, 2] (the isolated
+    positions' sums, their position and shape). ``val =
     (price, forward, settle_px, asset_px)`` is the valuation moved from (today's); ``weights = (collateral_weight,
     borrow_weight)`` per asset; ``terms = (mm_convex, mmf_max, amount_min, amount_max, w_lo, w_hi)``: per
     instrument [i] whether its mmf never falls from bracket to bracket, and the range of its mmf and maintenance
     amounts; then the window of factors the slope bounds must hold over (``slope_bounds``); ``moving`` as in
-    ``margin.moved_instrument``, plus the options' grid prices (``moving_figures``). Outputs are allocated by the
+    ``margin.moved_instrument``, plus the options' grid prices and their slopes (``moving_figures``). Outputs are allocated by the
     caller.
 
     Accounts run in chunks, each with its own scratch; the body is one compiled call per chunk (the parallel
@@ -825,8 +869,7 @@ def account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, ids
     ``order[pos_start[a]:]`` (row order within a group: a bucket's evaluation touches only its own rows), and
     every row is searched, cross rows first, at one call site (``row_factors`` is compiled once).
     """
-    count, shape, acc, rows, iso_acc, iso_of = (scratch[0][c], scratch[1][c], scratch[2][c], scratch[3][c],
-                                                scratch[4][c], scratch[5][c])
+    count, shape, acc, iso_acc, iso_of = scratch[0][c], scratch[1][c], scratch[2][c], scratch[3][c], scratch[4][c]
     pos_start, pos_instrument, quantity, entry_price, isolated, isolated_margin, bal_start, bal_asset, \
         bal_amount = book
     kind, size, tier_first, tier_last, option_type, strike = inst
@@ -869,7 +912,7 @@ def account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, ids
             continue
         own = index(own)
         _add_row(acc[own], value * px, mm * px, bounds)
-        shape[own] = max(shape[own], how)
+        shape[own] = combined_shape(shape[own], how)
         count[own] += 1
         if coin >= 0:
             # Its value and MM, in a coin following ``coin``, scale with that underlying: linear in its m.
@@ -928,7 +971,7 @@ def account_factors(a, c, row_start, n_cross, exposure, order, scratch, out, ids
         bounds = (sums_u[SLOPE_LO], sums_u[SLOPE_HI], sums_u[SLOPE_DOWN], sums_u[SLOPE_UP], sums_u[SEG_DOWN],
                   sums_u[SEG_UP])
         factors = row_factors(a, p, u, sums_u[EQUITY], sums_u[MM], fixed, has_mm, bounds, how, first, hi, sep, order,
-                              book, inst, tiers, val, weights, option_margin, moving, rows)
+                              book, inst, tiers, val, weights, option_margin, moving)
         if k < n_cross[a]:
             first = hi
         _write_row(row_start[a] + k, a, u, p, factors, out, ids)

@@ -204,18 +204,21 @@ NO_POSITIONS = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
 
 @inline
 def moved_instrument(i, u, m, kind, option_type, strike, price, forward, settle_px, moving, known):
-    """``(price, forward, settle_px)`` of instrument ``i`` with underlying ``u`` moved by the factor ``m`` on
-    top of the valuation given (``u < 0``: the valuation unchanged, read as is).
+    """``(price, forward, settle_px, price_slope)`` of instrument ``i`` with underlying ``u`` moved by the factor
+    ``m`` on top of the valuation given (``u < 0``: the valuation unchanged, read as is); ``price_slope`` is an
+    option's d(price)/dm there (0 for anything else).
 
     ``moving = (inst_underlying [i], settle_underlying [i], asset_underlying [asset], mark [i], model_base [i],
     expiry_years [i], vol [i], rate, ...)``: what it takes to move an instrument by itself. Futures' marks and the
     forward scale by ``m``; options are re-valued with Black-76 at the moved forward, a given mark moving by
-    the model's change (``valuation.marked_value``), unless ``known`` (not NaN) is that price, computed before;
-    a settle asset that follows ``u`` scales by ``m``.
+    the model's change (``valuation.marked_value``; its slope is the model's delta times today's forward),
+    unless ``known = (price, price_slope)`` (not NaN) holds them, computed before; a settle asset that follows
+    ``u`` scales by ``m``.
     """
     p = price[i]
     f = forward[i]
     s = settle_px[i]
+    dp = 0.0
     if u >= 0:
         inst_underlying, settle_underlying, mark, model_base, years, vol, rate = (moving[0], moving[1], moving[3],
                                                                                  moving[4], moving[5], moving[6],
@@ -223,16 +226,17 @@ def moved_instrument(i, u, m, kind, option_type, strike, price, forward, settle_
         if inst_underlying[i] == u:
             f = f * m
             if kind[i] == OPTION:
-                if np.isnan(known):
-                    v = black76(f, strike[i], years[i], vol[i], option_type[i] == CALL, rate)[0]
+                if np.isnan(known[0]) or np.isnan(known[1]):
+                    v, delta, _, _, _ = black76(f, strike[i], years[i], vol[i], option_type[i] == CALL, rate)
                     p = marked_value(mark[i], v, model_base[i])
+                    dp = delta * forward[i]
                 else:
-                    p = known
+                    p, dp = known
             else:
                 p = p * m
         if settle_underlying[i] == u:
             s = s * m
-    return p, f, s
+    return p, f, s, dp
 
 
 @inline
