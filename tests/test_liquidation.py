@@ -217,7 +217,10 @@ def test_long_options_dip_inside_a_certified_stride():
     # let the stride be certified (kernels.liquidation.stride_low bounds them by their tangents, not a chord).
     # Account 0: short 10 BTC-USDT futures, long 20 calls struck 120k (index 90.8k, June expiry), 20k USDT
     # borrowed: liquidatable from ~1.1x to ~1.4x the index. Account 1: long 10 futures, long 20 puts struck
-    # 60k: liquidatable from ~0.95x down to ~0.35x.
+    # 60k: liquidatable from ~0.95x down to ~0.35x. Account 2: account 0's book, 30k USDT, short 9.76 calls
+    # struck 200k: liquidatable from ~1.045x to ~1.9x and again from ~9.3x, so the first stride, to 10x, ends
+    # liquidatable, and its refinement finds the root at ~9.3x (regula falsi's first point, ~4.6x, is past
+    # the dip): kernels.liquidation.search must see that the nearest crossing can be earlier and walk again.
     market, _ = fr.generate.exchange(50, seed=1, options=True)
     d = market.instruments.to_pydict()
     index_price = market.underlyings.to_pydict()["index_price"][0]
@@ -227,14 +230,17 @@ def test_long_options_dip_inside_a_certified_stride():
         return next(i for i, u, k, t, e in zip(d["instrument_id"], d["underlying"], d["strike"], d["option_type"],
                                                d["expiry"]) if u == "BTC" and k == strike and t == option_type and e == june)
 
-    book = fr.Book(positions=B.positions([(0, 1, -10.0, index_price, None), (0, option(120000.0, "call"), 20.0, 0.0, None),
-                                          (1, 1, 10.0, index_price, None), (1, option(60000.0, "put"), 20.0, 0.0, None)]),
-                   balances=B.balances([(0, "USDT", -20000.0), (1, "USDT", 0.0)]))
+    call_120k = option(120000.0, "call")
+    book = fr.Book(positions=B.positions([(0, 1, -10.0, index_price, None), (0, call_120k, 20.0, 0.0, None),
+                                          (1, 1, 10.0, index_price, None), (1, option(60000.0, "put"), 20.0, 0.0, None),
+                                          (2, 1, -10.0, index_price, None), (2, call_120k, 20.0, 0.0, None),
+                                          (2, option(200000.0, "call"), -9.76, 0.0, None)]),
+                   balances=B.balances([(0, "USDT", -20000.0), (1, "USDT", 0.0), (2, "USDT", 30000.0)]))
     table = fr.liquidation_prices(market, book)
     assert_tables_close(table, reference.liquidation_prices(market, book), rtol=REL, atol=REL)
-    up = cross_row(table, 0, "BTC")["liq_price_up"] / index_price
+    up = [cross_row(table, a, "BTC")["liq_price_up"] / index_price for a in (0, 2)]
     down = cross_row(table, 1, "BTC")["liq_price_down"] / index_price
-    assert 1.02 < up < 1.3 and 0.6 < down < 0.98, (up, down)
+    assert 1.02 < up[0] < 1.3 and 1.0 < up[1] < 1.1 and 0.6 < down < 0.98, (up, down)
 
 
 @settings(deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow])
