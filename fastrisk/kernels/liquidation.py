@@ -560,14 +560,15 @@ def stride_low(x0, k0, c0, d0, x1, k1, c1, d1):
     (``c``) and the convex part's slope (``d``) (``moving_figures``); +inf when the bound's least value is at an
     end, where g itself is known.
 
-    Every row of a certified bucket has an equity that is linear, concave (short options) or convex (long
-    options, short inverse futures in a stable coin) in m, and an MM that is convex in m (linear options' MM,
-    futures' MM whose mmf never falls from bracket to bracket: also for a coin-settled inverse one, whose USD
-    MM ``S*m*MM(N/m)`` is the perspective of a convex function). So the concave part lies above its chord
-    between the two ends, and the convex part above both of its tangents there: g is at least the chord plus
-    the larger tangent, a convex piecewise linear function whose least value is at an end or where the two
-    tangents meet. Unlike a bound from each row's values at the two ends, this one does not weaken as a step
-    grows (only as the convex rows bend), and it holds across caps."""
+    Every row of a certified bucket has an equity that is linear, concave (short options, long inverse futures
+    in a stable coin) or convex (long options, short inverse futures in a stable coin) in m, and an MM that is
+    convex in m (short options' MM is linear; a future's is convex when its mmf never falls from bracket to
+    bracket, also for a coin-settled inverse one, whose USD MM ``S*m*MM(N/m)`` is the perspective of a convex
+    function). So the concave part lies above its chord between the two ends, and the convex part above both
+    of its tangents there: g is at least the chord plus the larger tangent, a convex piecewise linear function
+    whose least value is at an end or where the two tangents meet. Unlike a bound from each row's values at the
+    two ends, this one does not weaken as a step grows (only as the convex rows bend), and it holds across caps.
+    """
     if d0 == d1:
         return np.inf  # the convex part is linear: the least value is at an end
     x = (c1 - c0 - d1 * x1 + d0 * x0) / (d0 - d1)  # where the tangents meet
