@@ -243,6 +243,24 @@ def test_long_options_dip_inside_a_certified_stride():
     assert 1.02 < up[0] < 1.3 and 1.0 < up[1] < 1.1 and 0.6 < down < 0.98, (up, down)
 
 
+def test_stride_low_hand_computed():
+    # kernels.liquidation.stride_low(x0, k0, c0, d0, x1, k1, c1, d1): concave part k, convex part c and its slope
+    # d at the two ends. Convex part c(x) = (x - 1)^2 on [0, 2] (c = 1, 1; d = -2, 2), concave part constant 5:
+    # the tangents y = -2x + 1 and y = 2x - 3 meet at x = 1, y = -1 (the true minimum of c is 0 there): 5 - 1 = 4.
+    import numba
+
+    from fastrisk.kernels.liquidation import stride_low
+
+    low = numba.njit(lambda x0, k0, c0, d0, x1, k1, c1, d1: stride_low(x0, k0, c0, d0, x1, k1, c1, d1))
+    assert low(0.0, 5.0, 1.0, -2.0, 2.0, 5.0, 1.0, 2.0) == 4.0
+    assert low(2.0, 5.0, 1.0, 2.0, 0.0, 5.0, 1.0, -2.0) == 4.0  # a walk down: the same stride from its other end
+    # Concave part 6 at 0 and 2 at 2: the chord is 4 at x = 1.
+    assert low(0.0, 6.0, 1.0, -2.0, 2.0, 2.0, 1.0, 2.0) == 3.0
+    assert low(0.0, 5.0, 0.0, 1.0, 2.0, 5.0, 2.0, 1.0) == math.inf  # a linear convex part: the least at an end
+    assert low(0.0, 5.0, 0.0, 0.0, 1.0, 5.0, 9.0, 9.0) == math.inf  # the tangents meet at an end: the least there
+    assert math.isnan(low(0.0, 5.0, 1.0, math.nan, 2.0, 5.0, 1.0, 2.0))  # NaN certifies nothing
+
+
 @settings(deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow])
 @given(venues(), books(normal_quantities))
 def test_kernel_equals_reference(market, tables):

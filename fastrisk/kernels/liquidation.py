@@ -558,7 +558,7 @@ def stride_low(x0, k0, c0, d0, x1, k1, c1, d1):
     """A lower bound, less the bucket's fixed part, of its excess g over the factors between ``x0`` and ``x1``
     at an interior point, given at each end the part of g that is concave in m (``k``), the part that is convex
     (``c``) and the convex part's slope (``d``) (``moving_figures``); +inf when the bound's least value is at an
-    end, where g itself is known.
+    end, where g itself is known; NaN when a figure is.
 
     Every row of a certified bucket has an equity that is linear, concave (short options, long inverse futures
     in a stable coin) or convex (long options, short inverse futures in a stable coin) in m, and an MM that is
@@ -572,8 +572,8 @@ def stride_low(x0, k0, c0, d0, x1, k1, c1, d1):
     if d0 == d1:
         return np.inf  # the convex part is linear: the least value is at an end
     x = (c1 - c0 - d1 * x1 + d0 * x0) / (d0 - d1)  # where the tangents meet
-    if not (min(x0, x1) < x < max(x0, x1)):
-        return np.inf
+    if x <= min(x0, x1) or x >= max(x0, x1):
+        return np.inf  # written so that a NaN gives a NaN bound: nothing certified
     return k0 + (k1 - k0) * ((x - x0) / (x1 - x0)) + (c0 + d0 * (x - x0))
 
 
