@@ -690,7 +690,6 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
                 cells //= 2  # a crossing may lie inside the step: shorter steps from ``near``
                 bisecting = bisecting or gx <= 0.0
                 continue
-            start, g_start, k_start, c_start, d_start = near, g_near, k_near, c_near, d_near
             if gx > 0.0:
                 if x == end:
                     return np.nan
@@ -708,6 +707,7 @@ def search(down, g1, how, s_lo, s_hi, e_dn, e_up, seg_dn, seg_up, a, p, u, fixed
                         cells *= 2
                 continue
             refining = True
+            start, g_start, k_start, c_start, d_start = near, g_near, k_near, c_near, d_near  # what verify needs
             far = x
             fa = g_near
             fb = gx
