@@ -25,12 +25,17 @@ INSTRUMENTS = [1, 2, 3, 4, 5, 6, 7]
 ASSETS = ["USD", "USDT", "BTC", "ETH"]
 
 prices = st.floats(1e-3, 1e7, allow_nan=False, allow_infinity=False)
-quantities = st.one_of(st.just(0.0), st.floats(-1e9, 1e9, allow_nan=False, allow_infinity=False),
-                       st.floats(-1e-6, 1e-6, allow_nan=False))
-# Subnormal quantities (below 2.2e-308) hold fewer significant bits than a liquidation price's 1e-9 needs.
-normal_quantities = st.one_of(st.just(0.0), st.floats(-1e9, 1e9, allow_nan=False, allow_infinity=False,
-                                                      allow_subnormal=False),
-                              st.floats(-1e-6, 1e-6, allow_nan=False, allow_subnormal=False))
+
+
+def quantity_strategy(subnormal=True):
+    """Position quantities: 0, the whole range, and tiny ones; ``subnormal=False`` leaves out those below
+    2.2e-308, which hold fewer significant bits than a liquidation price's 1e-9 needs."""
+    return st.one_of(st.just(0.0), st.floats(-1e9, 1e9, allow_nan=False, allow_infinity=False,
+                                             allow_subnormal=subnormal),
+                     st.floats(-1e-6, 1e-6, allow_nan=False, allow_subnormal=subnormal))
+
+
+quantities, normal_quantities = quantity_strategy(), quantity_strategy(subnormal=False)
 amounts = st.one_of(st.just(0.0), st.floats(-1e10, 1e10, allow_nan=False, allow_infinity=False))
 account_ids = st.one_of(st.integers(-3, 40), st.integers(-2**62, 2**62))
 
