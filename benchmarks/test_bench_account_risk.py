@@ -18,6 +18,11 @@ def test_memory_read_floor(benchmark, venue):
     benchmark(bench.memory_floor(venue[1]))
 
 
+def test_plain_tiered_sweep(benchmark, venue):
+    bench.check_plain_sweep(*venue)
+    benchmark(bench.plain_sweep(*venue)[0])
+
+
 def test_kernel(benchmark, venue):
     benchmark(bench.kernel_only(*venue))
 

@@ -63,6 +63,51 @@ def kernel_only(market, book):
     return lambda: _account_outputs(market, bound, value_instruments(market), OPTION_MARGIN, MARGIN_CALL_RATIO)
 
 
+def plain_sweep(market, book):
+    """A function running the plain tiered sweep (``kernels.floor.plain_sweep``, valuation included, as in
+    ``kernel_only``) on a bound book, and the array [4, a] it writes."""
+    from .kernels.floor import plain_sweep as sweep
+    from .risk import kernel_market, value_instruments
+
+    bound, M = book.bind(market), market.arrays
+    B = bound.book
+    inst, tiers = kernel_market(market)
+    size, tier_first, tier_last = inst[1:4]
+    out = np.empty((4, book.n_accounts))
+
+    def run():
+        val = value_instruments(market)
+        sweep(out, B.pos_start, bound.pos_instrument, B.quantity, B.entry_price, B.bal_start, bound.bal_asset,
+              B.bal_amount, size, tier_first, tier_last, tiers, val.price, val.settle_px, val.asset_px, M.asset_cw,
+              M.asset_bw)
+    return run, out
+
+
+def linear_cross_book(market, book):
+    """The book's cross positions on linear futures (its balances whole): a book the plain sweep computes exactly."""
+    from .book import Book
+
+    ins = market.instruments
+    linear = ins.filter(pc.equal(ins.column("kind").cast(pa.string()), "linear")).column("instrument_id")
+    p = book.positions
+    keep = pc.and_(pc.is_in(p.column("instrument_id"), value_set=linear.combine_chunks()),
+                   pc.is_null(p.column("isolated_margin")))
+    return Book(positions=p.filter(keep), balances=book.balances)
+
+
+def check_plain_sweep(market, book) -> None:
+    """The plain sweep equals ``account_risk`` on the book's linear cross positions (the same formulas, summed in
+    the same order): a yardstick that measures the arithmetic it claims to."""
+    from .risk import account_risk
+
+    sub = linear_cross_book(market, book)
+    run, out = plain_sweep(market, sub)
+    run()
+    expected = account_risk(market, sub)
+    for k, name in enumerate(("collateral", "unrealized_pnl", "initial_margin", "maintenance_margin")):
+        np.testing.assert_allclose(out[k], expected.column(name).to_numpy(), rtol=1e-12, atol=0.0, err_msg=name)
+
+
 def first_call_times() -> tuple[float, float]:
     """Seconds of a new process's first ``account_risk`` call (import to result, tiny book): with an empty
     kernel cache (cold: compiles) and then with the cache it left (warm)."""
@@ -126,7 +171,10 @@ def account_risk_section(ctx: Context):
         return account_risk(Market(as_of=tables["as_of"], **market_args),
                             Book(positions=tables["positions"], balances=tables["balances"]))
 
+    check_plain_sweep(market, book)
     rows = [("memory-read floor (every input column once)", ctx.floor),
+            ("plain tiered sweep (every position a cross linear future)", best_of(plain_sweep(market, book)[0],
+                                                                               ctx.repeat)),
             ("fastrisk kernel (valuation + account sweep)", best_of(kernel_only(market, book), ctx.repeat))]
     assert_tables_close(full_call(), expected)
     rows.append(("fastrisk account_risk (Arrow in: validation, layout, kernel, Arrow out)",

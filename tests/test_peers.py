@@ -452,3 +452,21 @@ def test_numpy_matches_plain_python():
                      ("maintenance_margin", d["mm"]), ("gross_notional", d["g"]), ("isolated_equity", d["iso"])):
             assert r[k] == pytest.approx(v, rel=1e-9, abs=1e-6), (r["account_id"], k)
         assert (r["n_positions"], r["n_isolated_liquidatable"]) == (d["n"], d["liq"])
+
+
+def test_plain_sweep_yardstick():
+    # The bench's plain tiered sweep computes account_risk's collateral, PnL and margins exactly for the cross
+    # linear futures of a generated venue (which also holds inverse futures and isolated positions: cut away).
+    from fastrisk import generate
+    from fastrisk.bench import check_plain_sweep, linear_cross_book
+
+    market, book = generate.exchange(3000, seed=11)
+    sub = linear_cross_book(market, book)
+    kinds = dict(zip(market.instruments.column("instrument_id").to_pylist(),
+                     market.instruments.column("kind").cast(pa.string()).to_pylist()))
+    assert 0 < sub.positions.num_rows < book.positions.num_rows
+    assert {kinds[i] for i in sub.positions.column("instrument_id").to_pylist()} == {"linear"}
+    assert sub.positions.column("isolated_margin").null_count == sub.positions.num_rows
+    assert book.positions.column("isolated_margin").null_count < book.positions.num_rows
+    check_plain_sweep(market, sub)
+    check_plain_sweep(market, book)  # cuts the book itself
