@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from . import codes as C
 from .errors import InputError
-from .tables import (BALANCES, POSITIONS, ReadOnlyArrays, conform, empty, examples, find_table_file,
+from .tables import (BALANCES, POSITIONS, SMALLEST, ReadOnlyArrays, conform, empty, examples, find_table_file,
                      numeric_values, read, readonly)
 
 
@@ -39,7 +39,7 @@ class BookArrays(ReadOnlyArrays):
     bal_amount: np.ndarray        # [b] asset units
     bal_row: np.ndarray           # [b] int64 row in the input table; empty when rows are in input order
     bal_asset_names: pa.Array     # the distinct asset names the balances use
-    zero_entry: bool              # some position's entry price is 0: allowed for options only
+    least_entry: float            # the least entry price: below SMALLEST is allowed for options only
     bal_duplicates: int           # balances whose asset an earlier balance of the account has: an error
 
 
@@ -102,7 +102,7 @@ class Book:
         bounds = np.array([POSITIONS[c].closed_bounds() for c in names])
         # Scratch for the rows beginning an account run and their accounts, recorded per row chunk.
         starts = empty(n, np.int64), empty(n, np.int64)
-        outside, not_increasing, zero_entry, chunk_starts = checks.position_scan(
+        outside, not_increasing, least_entry, chunk_starts = checks.position_scan(
             acc, inst, qty, entry, iso_margin, isolated, bounds, *starts, k)
         for j in np.flatnonzero(outside):
             col = POSITIONS[names[j]]
@@ -155,7 +155,7 @@ class Book:
             account_id=accounts, pos_start=pos_start, instrument_id=inst, quantity=qty, entry_price=entry,
             isolated=isolated, isolated_margin=iso_margin, pos_row=pos_row, bal_start=bal_start,
             bal_asset=bal_asset.astype(np.int32, copy=False), bal_amount=amount, bal_row=bal_row,
-            bal_asset_names=encoded.dictionary.cast(pa.string()), zero_entry=bool(zero_entry),
+            bal_asset_names=encoded.dictionary.cast(pa.string()), least_entry=float(least_entry),
             bal_duplicates=int(n_duplicate))
 
     def bind(self, market) -> BoundBook:
@@ -178,13 +178,13 @@ class Book:
             rows = _input_rows(A.pos_row, checks.first_rows_where(pos_instrument < 0, checks.MAX_EXAMPLES))
             raise InputError("positions", "instrument_id", "must be one of instruments.instrument_id", rows,
                              missing, examples(self.positions, POSITIONS, "instrument_id", rows))
-        if A.zero_entry:  # the scan saw entry prices of 0 (entry >= 0 is checked there): are any futures'?
-            flags = (M.kind[pos_instrument] != C.OPTION) & (A.entry_price == 0.0)
+        if A.least_entry < SMALLEST:  # an option's premium may be 0; a future's price is a divisor (inverse PnL)
+            flags = (M.kind[pos_instrument] != C.OPTION) & (A.entry_price < SMALLEST)
             bad_entry = int(flags.sum())
             if bad_entry:
                 rows = _input_rows(A.pos_row, checks.first_rows_where(flags, checks.MAX_EXAMPLES))
-                raise InputError("positions", "entry_price", "must be > 0 for futures", rows, bad_entry,
-                                 examples(self.positions, POSITIONS, "entry_price", rows))
+                raise InputError("positions", "entry_price", f"must be > 0 for futures (at least {SMALLEST:g})", rows,
+                                 bad_entry, examples(self.positions, POSITIONS, "entry_price", rows))
         local_to_market = pc.index_in(A.bal_asset_names, value_set=market.asset_names).fill_null(-1)
         bal_asset = empty(len(A.bal_asset), np.int32)
         unknown = checks.resolve_codes(A.bal_asset, local_to_market.to_numpy(zero_copy_only=False).astype(np.int32),

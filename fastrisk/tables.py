@@ -21,6 +21,14 @@ from .errors import InputError
 INF = math.inf
 UTC_US = pa.timestamp("us", tz="UTC")
 
+# Every finite float input is at most LARGEST in magnitude, and one that must be > 0 at least SMALLEST
+# (docs/conventions.md). The formulas multiply up to six inputs (quantity, contract size, price, settle price,
+# a scenario's move, a search factor) and divide by prices; within these limits every figure, and every sum
+# of ten million of them, stays far inside float64's range (1.8e308), so nothing overflows to inf and no
+# inf - inf becomes a NaN in the results. Beyond them, an input is an error.
+LARGEST = 1e30
+SMALLEST = 1e-30
+
 
 @dataclass(frozen=True)
 class Column:
@@ -50,15 +58,20 @@ class Column:
     def is_string(self) -> bool:
         return pa.types.is_string(self.type)
 
+    @property
+    def positive(self) -> bool:
+        """Whether the rule is ``> 0``: a finite such column is at least ``SMALLEST``."""
+        return self.lo == 0 and self.lo_open
+
     def closed_bounds(self, lo: float | None = None) -> tuple[float, float]:
         """The rule as a closed interval [lo, hi]: open bounds moved to the next float inward, and
-        finiteness folded in as +-max float. NaN is outside every interval."""
+        finiteness folded in as the magnitude limits (``LARGEST``, ``SMALLEST``). NaN is outside every
+        interval."""
         lo = self.lo if lo is None else lo
-        biggest = np.finfo(np.float64).max
         lo_closed = float(np.nextafter(lo, INF)) if self.lo_open else lo
         hi_closed = float(np.nextafter(self.hi, -INF)) if self.hi_open else self.hi
         if self.finite:
-            lo_closed, hi_closed = max(lo_closed, -biggest), min(hi_closed, biggest)
+            lo_closed, hi_closed = max(lo_closed, SMALLEST if self.positive else -LARGEST), min(hi_closed, LARGEST)
         return lo_closed, hi_closed
 
     def rule(self) -> str:
@@ -70,11 +83,10 @@ class Column:
             parts.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
         elif self.hi < INF:
             parts.append(f"{'<' if self.hi_open else '<='} {self.hi:g}")
-        if self.finite:
-            parts.append("finite")
-        else:
-            parts.append("not NaN")
-        return "must be " + " and ".join(parts)
+        if not self.finite:
+            return "must be " + " and ".join(parts + ["not NaN"])
+        limits = f"between {SMALLEST:g} and {LARGEST:g}" if self.positive else f"at most {LARGEST:g}"
+        return "must be " + " and ".join(parts + ["finite"]) + f" ({limits} in magnitude)"
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,12 @@ MARKET_CASES = [
     ("tiers", "notional_cap", 0, -1.0, "> 0"),
     ("tiers", "imf", 1, 0.0, "(0, 1]"),
     ("tiers", "mmf", 2, 0.2, "<= imf"),
+    # Magnitude limits (tables.LARGEST, SMALLEST): beyond them the formulas could overflow to inf and NaN.
+    ("assets", "price", 1, 2e30, "between 1e-30 and 1e+30 in magnitude"),
+    ("underlyings", "index_price", 0, 1e-31, "between 1e-30 and 1e+30 in magnitude"),
+    ("instruments", "contract_size", 1, 1e-40, "between 1e-30"),
+    ("instruments", "mark_price", 1, 5e-324, "between 1e-30"),
+    ("underlyings", "index_price", 1, 1e31, "between 1e-30 and 1e+30"),
 ]
 
 
@@ -156,6 +162,11 @@ BOOK_CASES = [
     ("balances", "account_id", 0, None, "null"),
     ("balances", "asset", 1, None, "null"),
     ("balances", "amount", 1, NAN, "finite"),
+    ("positions", "quantity", 0, 1.7e308, "at most 1e+30 in magnitude"),
+    ("positions", "quantity", 1, -1e31, "at most 1e+30 in magnitude"),
+    ("positions", "entry_price", 2, 1e300, "at most 1e+30"),
+    ("positions", "isolated_margin", 2, 1e31, "at most 1e+30"),
+    ("balances", "amount", 0, -2e30, "at most 1e+30 in magnitude"),
 ]
 
 
@@ -194,6 +205,30 @@ def test_future_entry_price_must_be_positive(zero):
     rows = [(1, 1, 1.0, 50000.0, None), (2, 3, 1.0, zero, None)]
     _expect(lambda: fr.account_risk(_market(), _book(B.positions(rows))), "positions", "entry_price", 1,
             "> 0 for futures")
+
+
+def test_future_entry_price_at_least_the_smallest_magnitude():
+    # A future's entry price is a divisor (inverse PnL: 1/entry): below 1e-30 it is an error; at it, fine.
+    rows = [(1, 1, 1.0, 50000.0, None), (2, 2, 1.0, 1e-31, None)]
+    _expect(lambda: fr.account_risk(_market(), _book(B.positions(rows))), "positions", "entry_price", 1,
+            "at least 1e-30")
+    risk = fr.account_risk(_market(), _book(B.positions([(2, 2, 1.0, 1e-30, None)])))
+    assert np.isfinite(risk.column("equity").to_numpy()).all()
+
+
+def test_inputs_at_the_magnitude_limits_give_finite_figures():
+    # The largest quantity, entry price and balance allowed, on the instruments of the standard venue: every
+    # figure is finite (or +inf where a ratio divides by no equity), none NaN, in every output.
+    rows = [(1, 1, 1e30, 1e-30, None), (1, 2, -1e30, 1e-30, None), (1, 3, 1e30, 1e30, 1e30),
+            (2, 1, -1e30, 1e30, None), (2, 2, 1e30, 1e30, None)]
+    book = _book(B.positions(rows), B.balances([(1, "BTC", 1e30), (2, "USDT", -1e30)]))
+    for table in (fr.account_risk(_market(), book), fr.position_risk(_market(), book),
+                  fr.liquidation_prices(_market(), book)):
+        for name in table.column_names:
+            col = table.column(name)
+            if pa.types.is_floating(col.type):
+                values = col.to_numpy(zero_copy_only=False)
+                assert not np.isnan(values[~np.asarray(col.is_null())]).any(), name
 
 
 def test_zero_entry_price_is_allowed_for_options_only():

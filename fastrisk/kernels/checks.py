@@ -267,8 +267,8 @@ def position_scan(account, instrument, quantity, entry_price, isolated_margin, i
     key is not above the previous row's, and where accounts start.
 
     ``bounds`` [4, 2]: [lo, hi] of instrument_id, quantity, entry_price, isolated_margin (the latter checked
-    only where ``isolated``). Returns ``(outside [4], key_not_increasing, zero_entry,
-    starts [k])`` (``zero_entry``: whether the least entry price is 0, i.e. some is, when none is negative),
+    only where ``isolated``). Returns ``(outside [4], key_not_increasing, least_entry,
+    starts [k])`` (``least_entry``: the least entry price, +inf when there is none),
     and records per chunk the rows that begin a new account run, and their accounts, as ``run_starts`` does.
 
     Flags rather than counts: a flag is a min or max, vector min/max instructions, where a count of bound
@@ -311,9 +311,10 @@ def position_scan(account, instrument, quantity, entry_price, isolated_margin, i
     outside[0] = (extremes[:, 0].min() < bounds[0, 0]) | (extremes[:, 1].max() > bounds[0, 1])
     for i in range(1, 4):
         outside[i] = (extremes[:, 2 * i].min() < limits[i, 0]) | (extremes[:, 2 * i + 1].max() > limits[i, 1])
-    least_entry = extremes[:, 4].min()
-    zero_entry = (least_entry == -1) | (least_entry == 0)  # the keys of -0.0 and +0.0
-    return outside, not_increasing.any(), zero_entry, starts
+    least_entry = np.full(1, np.inf)
+    if n > 0:
+        least_entry.view(np.int64)[0] = _order_key(extremes[:, 4].min())  # the key's own inverse
+    return outside, not_increasing.any(), least_entry[0], starts
 
 
 @chunked
