@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from .book import Book
 from .market import Market
+from .parameters import check_parameters
 from .risk import OPTION_MARGIN, kernel_market, value_instruments
 
 __all__ = ["contagion", "ContagionResult"]
@@ -62,6 +63,7 @@ def contagion(market: Market, book: Book, shock, *, rate: float = 0.0, option_ma
     from .liquidation import kernel_book
     from .liquidation_cascade import shock_multipliers
 
+    check_parameters("contagion", rate=rate, option_margin=option_margin)
     mult = shock_multipliers(market, shock)
     M = market.arrays
     bound = book.bind(market)

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .parameters import check_parameters
 from .risk import kernel_market, value_instruments
 
 __all__ = ["exposures", "venue_exposures", "account_concentration", "EXPOSURES_SCHEMA"]
@@ -58,6 +59,7 @@ def exposures(market, book, *, rate: float = 0.0) -> pa.Table:
     from .scenario_risk import account_chunks, kernel_book
     from .tables import readonly
 
+    check_parameters("exposures", rate=rate)
     bound = book.bind(market)
     M = market.arrays
     val = value_instruments(market, rate=rate)

@@ -15,6 +15,7 @@ import pyarrow as pa
 from . import codes as C
 from .book import Book, BoundBook
 from .market import Market
+from .parameters import check_parameters
 from .risk import OPTION_MARGIN, Valuation, kernel_market, value_instruments
 from .tables import bitmap, empty, with_validity
 
@@ -209,6 +210,7 @@ def liquidation_prices(market: Market, book: Book, *, rate: float = 0.0,
     >>> table.column_names[:4]
     ['account_id', 'underlying', 'isolated', 'instrument_id']
     """
+    check_parameters("liquidation_prices", rate=rate, option_margin=option_margin)
     bound = book.bind(market)
     underlying, account_id, instrument_id, index, price, distance, valid = _liquidation_rows(
         market, bound, value_instruments(market, rate=rate), rate, option_margin)

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 
 from .book import Book
 from .errors import InputError
+from .parameters import check_parameters, parameter_error
 from .market import Market
 from .risk import OPTION_MARGIN, kernel_market, value_instruments
 from .tables import bitmap, empty, full, with_validity
@@ -82,7 +83,7 @@ def shock_multipliers(market: Market, shock) -> np.ndarray:
 
 def _check_parameters(impact, insurance_fund, liquidation_fee, max_rounds, k):
     def fail(column, rule, value):
-        raise InputError("cascade", column, rule, count=1, examples=[repr(value)])
+        raise parameter_error("cascade", column, rule, value)
 
     if impact not in IMPACT_MODELS:
         fail("impact", f"must be one of {', '.join(IMPACT_MODELS)}", impact)
@@ -166,6 +167,7 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     mult0 = shock_multipliers(market, shock)
     insurance_fund, liquidation_fee, k = float(insurance_fund), float(liquidation_fee), float(k)
     _check_parameters(impact, insurance_fund, liquidation_fee, max_rounds, k)
+    check_parameters("cascade", rate=rate, option_margin=option_margin)
     M = market.arrays
     bound = book.bind(market)
     B = bound.book

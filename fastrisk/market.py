@@ -17,6 +17,7 @@ from .tables import (ASSETS, INSTRUMENTS, TIERS, UNDERLYINGS, ReadOnlyArrays, co
                      find_table_file, timestamp_us)
 
 _YEAR_US = 365 * 86400 * 1_000_000  # option time in years of 365 days (SPEC §2)
+MAX_EXPIRY_YEARS = 100           # options further out are an input error (see _options)
 AS_OF_KEY = b"fastrisk.as_of"       # schema metadata carrying as_of in a venue directory
 
 
@@ -187,6 +188,9 @@ class Market:
         expiry = pc.fill_null(ins.column("expiry").combine_chunks().cast(pa.int64()), 0).to_numpy()
         as_of_us = 0 if self.as_of is None else timestamp_us(self.as_of)
         expiry_years = np.where(is_option, (expiry - as_of_us) / _YEAR_US, np.nan)
+        # Discount factors exp(-rate * years), |rate| <= 1 (parameters.check_parameters), stay within e^+-100.
+        self._require(is_option & (expiry_years > MAX_EXPIRY_YEARS), "expiry",
+                      f"must be at most {MAX_EXPIRY_YEARS} years after as_of (options)")
         return option_type, _f64(ins.column("strike")), expiry_years, _f64(ins.column("implied_vol"))
 
     # --------------------------------------------------------------------------------- directory I/O

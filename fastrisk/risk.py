@@ -10,6 +10,7 @@ import pyarrow as pa
 from . import codes as C
 from .book import Book, BoundBook
 from .market import Market
+from .parameters import check_parameters, parameter_error
 from .tables import ACCOUNT_RISK, POSITION_RISK, ReadOnlyArrays, bitmap, empty, with_validity
 
 OPTION_MARGIN = (0.15, 0.10, 0.075)  # Deribit-shaped short-option margin: IM fraction, IM floor, MM fraction
@@ -104,7 +105,9 @@ def account_risk(market: Market, book: Book, mode: str = "cross", scenarios=None
         status, n_positions, isolated_equity, n_isolated_liquidatable.
     """
     if mode not in ("cross", "portfolio"):
-        raise ValueError(f"mode must be 'cross' or 'portfolio', not {mode!r}")
+        raise parameter_error("account_risk", "mode", "must be 'cross' or 'portfolio'", mode)
+    check_parameters("account_risk", rate=rate, margin_call_ratio=margin_call_ratio, option_margin=option_margin,
+                     im_factor=im_factor)
     from .kernels.margin import ACCOUNT_FLOAT_COLUMNS
 
     bound = book.bind(market)
@@ -141,6 +144,7 @@ def position_risk(market: Market, book: Book, *, rate: float = 0.0, option_margi
     from .kernels.arrays import repeat_segments
     from .kernels.margin import position_margin
 
+    check_parameters("position_risk", rate=rate, option_margin=option_margin)
     bound = book.bind(market)
     B = bound.book
     val = value_instruments(market, rate=rate)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from .parameters import check_parameters
 from .risk import MARGIN_CALL_RATIO, OPTION_MARGIN, kernel_market, status_array, value_instruments
 from .tables import bitmap, empty, readonly, with_validity
 
@@ -223,6 +224,7 @@ def stress(market, book, scenarios, *, loss_matrix: bool = False, margin_call_ra
     from .kernels.scenarios import SCENARIO_TOTALS, STRESS_FLOATS, STRESS_INTS, stress_accounts
     from .scenarios import prepare
 
+    check_parameters("stress", rate=rate, margin_call_ratio=margin_call_ratio, option_margin=option_margin)
     scen = prepare(scenarios, market)
     bound = book.bind(market)
     rev = revalue(market, scen, rate)

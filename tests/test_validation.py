@@ -305,3 +305,49 @@ def test_unreadable_source():
 
 def test_missing_file(tmp_path):
     _expect(lambda: fr.Book.from_dir(tmp_path), "positions", "*", None, "missing")
+
+
+def test_option_expiry_at_most_100_years_out():
+    from test_examples import option_instruments
+
+    far = B.option(20, "XYZ-FAR", "XYZ", "USD", 1.0, strike=100.0, expiry=B.AS_OF + B.ONE_YEAR * 101,
+                   option_type="call", implied_vol=0.5)
+    ins = option_instruments([far])
+    row = ins.column("instrument_id").to_pylist().index(20)
+    _expect(lambda: _market(instruments=ins), "instruments", "expiry", row, "at most 100 years after as_of")
+    near = B.option(20, "XYZ-FAR", "XYZ", "USD", 1.0, strike=100.0, expiry=B.AS_OF + B.ONE_YEAR * 99,
+                    option_type="call", implied_vol=0.5)
+    _market(instruments=option_instruments([near]))
+
+
+NAN_OPTION_MARGIN = (NAN, 0.1, 0.075)
+PARAMETER_CASES = [
+    # (call, keyword arguments, parameter, rule fragment): a NaN or an out-of-range number beside the tables
+    (lambda m, b, **kw: fr.account_risk(m, b, **kw), {"rate": NAN}, "account_risk", "rate", "in [-1, 1]"),
+    (lambda m, b, **kw: fr.account_risk(m, b, **kw), {"rate": -1e300}, "account_risk", "rate", "in [-1, 1]"),
+    (lambda m, b, **kw: fr.account_risk(m, b, **kw), {"margin_call_ratio": 0.0}, "account_risk",
+     "margin_call_ratio", "> 0"),
+    (lambda m, b, **kw: fr.account_risk(m, b, **kw), {"option_margin": NAN_OPTION_MARGIN}, "account_risk",
+     "option_margin", "three fractions"),
+    (lambda m, b, **kw: fr.account_risk(m, b, **kw), {"option_margin": (0.15, 0.1)}, "account_risk",
+     "option_margin", "three fractions"),
+    (lambda m, b, **kw: fr.account_risk(m, b, mode="portfolio", **kw), {"im_factor": 0.5}, "account_risk",
+     "im_factor", ">= 1"),
+    (lambda m, b, **kw: fr.account_risk(m, b, mode="span", **kw), {}, "account_risk", "mode", "'cross'"),
+    (lambda m, b, **kw: fr.position_risk(m, b, **kw), {"rate": INF}, "position_risk", "rate", "in [-1, 1]"),
+    (lambda m, b, **kw: fr.liquidation_prices(m, b, **kw), {"option_margin": NAN_OPTION_MARGIN},
+     "liquidation_prices", "option_margin", "three fractions"),
+    (lambda m, b, **kw: fr.stress(m, b, fr.scenarios.span(m), **kw), {"margin_call_ratio": NAN}, "stress",
+     "margin_call_ratio", "> 0"),
+    (lambda m, b, **kw: fr.exposures(m, b, **kw), {"rate": 2.0}, "exposures", "rate", "in [-1, 1]"),
+    (lambda m, b, **kw: fr.contagion(m, b, {"BTC": -0.2}, **kw), {"rate": NAN}, "contagion", "rate", "in [-1, 1]"),
+    (lambda m, b, **kw: fr.cascade(m, b, {"BTC": -0.2}, **kw), {"option_margin": NAN_OPTION_MARGIN}, "cascade",
+     "option_margin", "three fractions"),
+]
+
+
+@pytest.mark.parametrize("call,kwargs,table,column,rule", PARAMETER_CASES,
+                         ids=[f"{t}.{c}-{r}" for _, _, t, c, r in PARAMETER_CASES])
+def test_parameter_rule(call, kwargs, table, column, rule):
+    err = _expect(lambda: call(_market(), _book(), **kwargs), table, column, None, rule)
+    assert repr(next(iter(kwargs.values()), "span")) in str(err)
