@@ -66,6 +66,15 @@ def test_bad_directory_exits_2_with_a_clear_message(tmp_path, capsys):
     assert main(["validate", str(tmp_path / "nowhere")]) == 2
 
 
+def test_bad_parameter_exits_2_with_a_clear_message(tmp_path, capsys):
+    venue = tmp_path / "venue"
+    fr.generate.write(fr.generate.exchange_tables(100, seed=3), venue)
+    assert main(["run", str(venue), "--out", str(tmp_path / "out"), "--margin-call-ratio", "nan"]) == 2
+    err = capsys.readouterr().err
+    assert "account_risk.margin_call_ratio: must be finite and > 0" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_python_dash_m_entry_point():
     done = subprocess.run([sys.executable, "-m", "fastrisk", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "demo" in done.stdout and "run" in done.stdout
