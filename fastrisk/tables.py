@@ -63,12 +63,11 @@ class Column:
         """Whether the rule is ``> 0``: a finite such column is at least ``SMALLEST``."""
         return self.lo == 0 and self.lo_open
 
-    def closed_bounds(self, lo: float | None = None) -> tuple[float, float]:
+    def closed_bounds(self) -> tuple[float, float]:
         """The rule as a closed interval [lo, hi]: open bounds moved to the next float inward, and
         finiteness folded in as the magnitude limits (``LARGEST``, ``SMALLEST``). NaN is outside every
         interval."""
-        lo = self.lo if lo is None else lo
-        lo_closed = float(np.nextafter(lo, INF)) if self.lo_open else lo
+        lo_closed = float(np.nextafter(self.lo, INF)) if self.lo_open else self.lo
         hi_closed = float(np.nextafter(self.hi, -INF)) if self.hi_open else self.hi
         if self.finite:
             lo_closed, hi_closed = max(lo_closed, SMALLEST if self.positive else -LARGEST), min(hi_closed, LARGEST)
@@ -383,18 +382,18 @@ def with_validity(type_, values: np.ndarray, bits: pa.Buffer, valid: np.ndarray)
     return pa.Array.from_buffers(type_, n, [bits if nulls else None, data], null_count=nulls)
 
 
-def check_range(t: pa.Table, col: Column, schema: Schema, *, lo=None, rule=None) -> None:
-    """Numeric bounds of one column in one compiled pass (``lo`` overrides the declared lower bound)."""
+def check_range(t: pa.Table, col: Column, schema: Schema) -> None:
+    """Numeric bounds of one column in one compiled pass."""
     from .kernels import checks
 
     values, valid = numeric_values(t.column(col.name))
-    if pa.types.is_integer(col.type) and (col.lo if lo is None else lo) == -INF and col.hi == INF:
+    if pa.types.is_integer(col.type) and col.lo == -INF and col.hi == INF:
         return  # integers are finite: nothing to check
-    lo_closed, hi_closed = col.closed_bounds(lo)
+    lo_closed, hi_closed = col.closed_bounds()
     count, rows = checks.violations(len(values), checks.outside, checks.outside_rows, values, valid,
                                     lo_closed, hi_closed)
     if count:
-        raise InputError(schema.name, col.name, rule or col.rule(), rows, count,
+        raise InputError(schema.name, col.name, col.rule(), rows, count,
                          examples(t, schema, col.name, rows))
 
 
