@@ -82,21 +82,25 @@ def contagion(market: Market, book: Book, shock, *, rate: float = 0.0, option_ma
         "liquidated_cross": liquidated.astype(bool), "positions_lost_cross": c["positions_lost_cross"],
         "positions_lost_isolated": c["positions_lost_isolated"], "contagion_positions": c["contagion_positions"],
         "efficiency_positions": c["efficiency_positions"], **x})
-    has = c["n_positions"] > 0
-    summary = pa.table({
-        "accounts": [int(has.sum())],
+    return ContagionResult(accounts, contagion_summary(accounts))
+
+
+def contagion_summary(accounts: pa.Table) -> pa.Table:
+    """The venue totals of ``ContagionResult.summary`` from its accounts table (one row)."""
+    c = {name: accounts.column(name).to_numpy() for name in accounts.column_names}
+    return pa.table({
+        "accounts": [int((c["n_positions"] > 0).sum())],
         "positions": [int(c["n_positions"].sum())],
-        "accounts_liquidated_cross": [int(liquidated.sum())],
+        "accounts_liquidated_cross": [int(c["liquidated_cross"].sum())],
         "accounts_liquidated_isolated": [int((c["positions_lost_isolated"] > 0).sum())],
         "positions_lost_cross": [int(c["positions_lost_cross"].sum())],
         "positions_lost_isolated": [int(c["positions_lost_isolated"].sum())],
-        "notional_lost_cross": [float(x["notional_lost_cross"].sum())],
-        "notional_lost_isolated": [float(x["notional_lost_isolated"].sum())],
+        "notional_lost_cross": [float(c["notional_lost_cross"].sum())],
+        "notional_lost_isolated": [float(c["notional_lost_isolated"].sum())],
         "contagion_accounts": [int((c["contagion_positions"] > 0).sum())],
         "contagion_positions": [int(c["contagion_positions"].sum())],
-        "contagion_notional": [float(x["contagion_notional"].sum())],
+        "contagion_notional": [float(c["contagion_notional"].sum())],
         "efficiency_accounts": [int((c["efficiency_positions"] > 0).sum())],
         "efficiency_positions": [int(c["efficiency_positions"].sum())],
-        "efficiency_notional": [float(x["efficiency_notional"].sum())],
+        "efficiency_notional": [float(c["efficiency_notional"].sum())],
     })
-    return ContagionResult(accounts, summary)
