@@ -32,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("out", type=Path)
     g.add_argument("--accounts", type=int, default=DEMO_ACCOUNTS)
     g.add_argument("--seed", type=int, default=7)
+    g.add_argument("--partitions", type=int, metavar="N",
+                   help="write the book as N partitions, each account in one (SPEC §10; fastrisk.distributed)")
+    g.add_argument("--partition-by", choices=("range", "hash"), default="range",
+                   help="account_id ranges of about equal positions (default) or a hash of the account_id")
     g.add_argument("--quiet", action="store_true")
 
     v = sub.add_parser("validate", help="validate a venue directory; exit 2 naming the first problem")
@@ -111,8 +115,14 @@ def _generate(args) -> int:
         market, book = generate.exchange(args.accounts, seed=args.seed)
     with steps.step("write", f"writing {args.out}"):
         market.to_dir(args.out)
-        book.to_dir(args.out)
-    print(f"wrote {book!r} and {market!r} to {args.out}")
+        if args.partitions is None:
+            book.to_dir(args.out)
+        else:
+            from .distributed import repartition
+
+            repartition(book, args.out, args.partitions, by=args.partition_by)
+    parts = "" if args.partitions is None else f" in {args.partitions} partitions by {args.partition_by}"
+    print(f"wrote {book!r}{parts} and {market!r} to {args.out}")
     return EXIT_OK
 
 

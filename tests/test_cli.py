@@ -42,6 +42,24 @@ def test_generate_then_run_matches_the_api(tmp_path, capsys):
     assert fr.account_risk(direct, book).equals(expected)
 
 
+def test_generate_partitioned_writes_the_distributed_layout(tmp_path, capsys):
+    from fastrisk.distributed import PartitionedBook
+
+    venue = tmp_path / "venue"
+    assert main(["generate", str(venue), "--accounts", "600", "--seed", "4", "--quiet"]) == 0
+    whole = fr.Book.from_dir(venue)
+    assert main(["generate", str(venue), "--accounts", "600", "--seed", "4", "--partitions", "3",
+                 "--partition-by", "hash", "--quiet"]) == 0
+    assert "in 3 partitions by hash" in capsys.readouterr().out
+    assert not (venue / "positions.parquet").exists()  # else Book.from_dir would read the old file
+    parts = PartitionedBook.open(venue)
+    assert parts.parts == ("part-00000", "part-00001", "part-00002")
+    assert sum(parts.book(k).n_accounts for k in range(3)) == whole.n_accounts
+    market = fr.Market.from_dir(venue)
+    assert fr.account_risk(market, fr.Book.from_dir(venue)).equals(fr.account_risk(market, whole))
+    assert main(["validate", str(venue)]) == 0
+
+
 def test_run_json_prints_the_summary(tmp_path, capsys):
     venue = tmp_path / "venue"
     fr.generate.write(fr.generate.exchange_tables(500, seed=2), venue)

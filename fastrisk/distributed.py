@@ -1,0 +1,286 @@
+"""Beyond one machine (SPEC §10): the same kernels, partition by partition, on a Dask cluster.
+
+A *partitioned book* is a directory holding ``positions/`` and ``balances/`` Parquet datasets whose files pair up
+by name: partition ``part-00003`` is ``positions/part-00003.parquet`` with ``balances/part-00003.parquet``. Every
+account lies in exactly one partition (all its positions and balances in one pair of files): ``repartition``
+writes that layout (by account_id range or hash), ``fastrisk generate --partitions N`` too, and every engine
+call checks it from what the partitions return (an account in two partitions is an ``InputError`` naming it and
+both files). ``Book.from_dir`` reads the same directory whole, for a single-machine run.
+
+:class:`Engine` runs ``account_risk``, ``position_risk``, ``liquidation_prices``, ``exposures``, ``stress`` and
+``contagion`` on every partition, each a task that reads its own two files on a worker, so a worker's memory is
+bounded by its partition. Per-account results are those of the single-machine run bit for bit (each account is
+computed by the same kernels from the same rows), in the same order (sorted by account_id; hash partitions are
+merged back into that order); venue totals (``stress``' scenario table, ``contagion``'s summary) are sums of the
+partitions' totals, equal to the single-machine run to 1e-12 relative (SPEC §7). The cascade is not distributed
+yet: its rounds (partitions report forced flow per underlying, the driver moves prices and broadcasts them) need
+the flows summed in an order that does not depend on the partitioning, or the price path, and with it who is
+liquidated, could differ in the last bit from the single-machine run.
+
+Requires the ``distributed`` extra (``pip install "fastrisk[distributed]"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from .book import Book
+from .errors import InputError
+from .io import write_parquet
+
+__all__ = ["Engine", "PartitionedBook", "repartition", "PARTITION_BY"]
+
+PARTITION_BY = ("range", "hash")
+
+
+@dataclass(frozen=True)
+class PartitionedBook:
+    """A partitioned book directory (module docstring): ``parts`` are its partitions' names, in order."""
+
+    path: Path
+    parts: tuple[str, ...]
+
+    @classmethod
+    def open(cls, path) -> "PartitionedBook":
+        """The partitions under ``path``: every ``positions/*.parquet`` needs a ``balances/`` file of the same name,
+        and the other way round."""
+        path = Path(path)
+        names = {}
+        for table in ("positions", "balances"):
+            folder = path / table
+            if not folder.is_dir():
+                raise InputError(table, "*", f"a partitioned book needs a {table}/ directory of Parquet files in "
+                                             f"{path}")
+            names[table] = {f.stem for f in folder.glob("*.parquet")}
+        for table, other in (("positions", "balances"), ("balances", "positions")):
+            alone = sorted(names[table] - names[other])
+            if alone:
+                raise InputError(other, "*", f"every partition needs a file in both positions/ and balances/: "
+                                             f"missing {other}/<name>.parquet for {len(alone)} partition(s), e.g. "
+                                             + ", ".join(alone[:5]))
+        if not names["positions"]:
+            raise InputError("positions", "*", f"no partitions (positions/*.parquet) in {path}")
+        return cls(path, tuple(sorted(names["positions"])))
+
+    def files(self, k: int) -> tuple[Path, Path]:
+        """Partition ``k``'s positions and balances files."""
+        name = self.parts[k] + ".parquet"
+        return self.path / "positions" / name, self.path / "balances" / name
+
+    def book(self, k: int) -> Book:
+        """Partition ``k`` as a :class:`Book` (read here)."""
+        return Book(*self.files(k))
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+
+def partition_of(account_id: np.ndarray, n_partitions: int, by: str, bounds: np.ndarray | None = None) -> np.ndarray:
+    """Each account's partition: ``hash``, a fixed mix of the id modulo n (the same on every machine and run);
+    ``range``, the partition whose ``bounds`` (its first account_id, ascending) it falls in."""
+    if by == "hash":
+        # splitmix64's finaliser: consecutive ids spread evenly over the partitions.
+        x = account_id.astype(np.uint64)
+        with np.errstate(over="ignore"):
+            x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            x = x ^ (x >> np.uint64(31))
+        return (x % np.uint64(n_partitions)).astype(np.int64)
+    return np.searchsorted(bounds, account_id, side="right") - 1
+
+
+def repartition(book: Book, out, n_partitions: int, *, by: str = "range") -> PartitionedBook:
+    """Write ``book`` as a partitioned book under ``out`` (``positions/`` and ``balances/``, one file pair per
+    partition, ``part-00000`` ...; any earlier book there, partitioned or not, is replaced).
+
+    ``by="range"``: contiguous account_id ranges holding about the same number of positions (the kernels' work
+    grows with positions), so partition k's accounts all precede partition k+1's. ``by="hash"``: a fixed hash of
+    the account_id (balances accounts whatever the ids' distribution). Every partition gets its pair of files,
+    empty ones included, and rows keep the book's order within a partition."""
+    if by not in PARTITION_BY:
+        raise InputError("repartition", "by", f"must be one of {', '.join(PARTITION_BY)} (got {by!r})")
+    if isinstance(n_partitions, bool) or not isinstance(n_partitions, (int, np.integer)) or n_partitions < 1:
+        raise InputError("repartition", "n_partitions", f"must be an integer >= 1 (got {n_partitions!r})")
+    A = book.arrays
+    bounds = None
+    if by == "range":
+        # The first account of each partition: cut the cumulative position count into equal shares.
+        cuts = np.searchsorted(A.pos_start, np.arange(1, n_partitions) * (A.pos_start[-1] / n_partitions))
+        cuts = np.unique(cuts[(cuts >= 1) & (cuts < len(A.account_id))])
+        # Partitions past the last cut stay empty (fewer accounts than partitions, or a few very large ones).
+        bounds = np.full(n_partitions, np.iinfo(np.int64).max)
+        bounds[0] = np.iinfo(np.int64).min
+        bounds[1:1 + len(cuts)] = A.account_id[cuts]
+    out = Path(out)
+    tables = {"positions": book.positions, "balances": book.balances}
+    parts = {name: partition_of(t.column("account_id").to_numpy(), n_partitions, by, bounds)
+             for name, t in tables.items()}
+    for name, t in tables.items():
+        for single in (out / f"{name}.parquet", out / f"{name}.arrow"):
+            single.unlink(missing_ok=True)  # Book.from_dir would read it instead of the partitions
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("*.parquet"):
+            old.unlink()
+        order = np.argsort(parts[name], kind="stable")
+        ends = np.searchsorted(parts[name][order], np.arange(n_partitions + 1))
+        for k in range(n_partitions):
+            write_parquet(t.take(order[ends[k]:ends[k + 1]]), folder / f"part-{k:05d}.parquet")
+    return PartitionedBook.open(out)
+
+
+# --------------------------------------------------------------------------------------------- on a worker
+
+def _run_partition(function: str, market, files, kwargs):
+    """One task: partition ``files`` as a Book, ``fastrisk.<function>(market, book, **kwargs)``; returns the result
+    and the partition's accounts (sorted). Bad input names the partition's file."""
+    import fastrisk
+
+    try:
+        book = Book(*files)
+        result = getattr(fastrisk, function)(market, book, **kwargs)
+    except InputError as e:
+        table_file = files[0] if e.table == "positions" else files[1] if e.table == "balances" else None
+        where = f"{e.table} ({table_file})" if table_file is not None else e.table
+        raise InputError(where, e.column, e.rule + " [rows of that partition file]", e.rows, e.count,
+                         e.examples) from None
+    return result, book.arrays.account_id
+
+
+# --------------------------------------------------------------------------------------------- the engine
+
+class Engine:
+    """fastrisk's functions over a partitioned book on a Dask cluster (module docstring).
+
+    Parameters
+    ----------
+    address : str, optional
+        A running scheduler's address; without it (and without ``client``) a ``LocalCluster`` is started, closed
+        with the engine.
+    client : dask.distributed.Client, optional
+        An existing client to use (not closed with the engine).
+    **cluster
+        ``LocalCluster`` arguments (``n_workers``, ``threads_per_worker``, ``processes`` ...).
+
+    Examples
+    --------
+    >>> import fastrisk as fr
+    >>> from fastrisk.distributed import Engine, repartition
+    >>> market, book = fr.generate.exchange(1000, seed=1)
+    >>> parts = repartition(book, "/tmp/venue_parts", 4)                       # doctest: +SKIP
+    >>> with Engine(n_workers=2, threads_per_worker=1) as engine:             # doctest: +SKIP
+    ...     risk = engine.account_risk(market, parts)
+    ...     assert risk.equals(fr.account_risk(market, book))
+    """
+
+    def __init__(self, address: str | None = None, *, client=None, **cluster):
+        from dask.distributed import Client, LocalCluster
+
+        self._owned = []
+        if client is None:
+            if address is None:
+                local = LocalCluster(**cluster)
+                self._owned.append(local)
+                address = local
+            client = Client(address)
+            self._owned.insert(0, client)
+        self.client = client
+
+    def close(self) -> None:
+        """Close the client and cluster this engine started."""
+        for thing in self._owned:
+            thing.close()
+        self._owned = []
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _map(self, function: str, market, book, kwargs):
+        """Run ``function`` on every partition; ``[(result, accounts)]`` in partition order, after checking that
+        no account lies in two partitions."""
+        if not isinstance(book, PartitionedBook):
+            book = PartitionedBook.open(book)
+        shared = self.client.scatter(market, broadcast=True)
+        futures = [self.client.submit(_run_partition, function, shared, book.files(k), kwargs, pure=False)
+                   for k in range(len(book))]
+        results = self.client.gather(futures)
+        _check_disjoint(book, [accounts for _, accounts in results])
+        return results
+
+    def account_risk(self, market, book, **kwargs) -> pa.Table:
+        """``fastrisk.account_risk`` (every keyword as there)."""
+        return _merge([r for r, _ in self._map("account_risk", market, book, kwargs)])
+
+    def position_risk(self, market, book, **kwargs) -> pa.Table:
+        """``fastrisk.position_risk``."""
+        return _merge([r for r, _ in self._map("position_risk", market, book, kwargs)])
+
+    def liquidation_prices(self, market, book, **kwargs) -> pa.Table:
+        """``fastrisk.liquidation_prices``."""
+        return _merge([r for r, _ in self._map("liquidation_prices", market, book, kwargs)])
+
+    def exposures(self, market, book, **kwargs) -> pa.Table:
+        """``fastrisk.exposures``."""
+        return _merge([r for r, _ in self._map("exposures", market, book, kwargs)])
+
+    def stress(self, market, book, scenarios, **kwargs):
+        """``fastrisk.stress``: accounts (and the loss matrix) merged, the scenario table's totals summed."""
+        from .scenario_risk import StressResult
+        from .kernels.scenarios import SCENARIO_TOTALS
+
+        parts = [r for r, _ in self._map("stress", market, book, dict(kwargs, scenarios=scenarios))]
+        order = _account_order([p.accounts for p in parts])
+        scenarios_table = parts[0].scenarios
+        for name in SCENARIO_TOTALS:
+            total = np.sum([p.scenarios.column(name).to_numpy() for p in parts], axis=0)
+            scenarios_table = scenarios_table.set_column(scenarios_table.schema.get_field_index(name), name,
+                                                         pa.array(total, scenarios_table.schema.field(name).type))
+        matrix = None
+        if kwargs.get("loss_matrix"):
+            matrix = np.concatenate([p.loss_matrix for p in parts])
+            matrix = matrix if order is None else matrix[order]
+        return StressResult(_merge([p.accounts for p in parts]), scenarios_table, matrix)
+
+    def contagion(self, market, book, shock, **kwargs):
+        """``fastrisk.contagion``: accounts merged, the summary recomputed from them."""
+        from .cross_contagion import ContagionResult, contagion_summary
+
+        parts = [r for r, _ in self._map("contagion", market, book, dict(kwargs, shock=shock))]
+        accounts = _merge([p.accounts for p in parts])
+        return ContagionResult(accounts, contagion_summary(accounts))
+
+
+def _check_disjoint(book: PartitionedBook, accounts: list[np.ndarray]) -> None:
+    """Every account in exactly one partition (SPEC §10), else an ``InputError`` naming accounts and files."""
+    ids = np.concatenate(accounts) if accounts else np.empty(0, np.int64)
+    part = np.repeat(np.arange(len(accounts)), [len(a) for a in accounts])
+    order = np.argsort(ids, kind="stable")
+    twice = np.flatnonzero(ids[order][1:] == ids[order][:-1])
+    if len(twice):
+        shown = [f"account_id {ids[order][j]} in {book.parts[part[order][j]]} and {book.parts[part[order][j + 1]]}"
+                 for j in twice[:5]]
+        raise InputError("positions", "account_id", "each account's positions and balances must lie in exactly one "
+                         f"partition of {book.path}", [], len(np.unique(ids[order][twice])), shown)
+
+
+def _account_order(tables: list[pa.Table]) -> np.ndarray | None:
+    """The rows of the partitions' tables, concatenated, in account_id order (stable: an account's rows keep their
+    order); None when they already are (range partitions)."""
+    ids = np.concatenate([t.column("account_id").to_numpy() for t in tables])
+    if len(ids) < 2 or bool(np.all(ids[1:] >= ids[:-1])):
+        return None
+    return np.argsort(ids, kind="stable")
+
+
+def _merge(tables: list[pa.Table]) -> pa.Table:
+    """The partitions' tables as the single-machine run's: one chunk, rows by account_id."""
+    order = _account_order(tables)
+    merged = pa.concat_tables(tables).combine_chunks()
+    return merged if order is None else merged.take(order).combine_chunks()
