@@ -12,10 +12,13 @@ both files). ``Book.from_dir`` reads the same directory whole, for a single-mach
 bounded by its partition. Per-account results are those of the single-machine run bit for bit (each account is
 computed by the same kernels from the same rows), in the same order (sorted by account_id; hash partitions are
 merged back into that order); venue totals (``stress``' scenario table, ``contagion``'s summary) are sums of the
-partitions' totals, equal to the single-machine run to 1e-12 relative (SPEC §7). The cascade is not distributed
-yet: its rounds (partitions report forced flow per underlying, the driver moves prices and broadcasts them) need
-the flows summed in an order that does not depend on the partitioning, or the price path, and with it who is
-liquidated, could differ in the last bit from the single-machine run.
+partitions' totals, equal to the single-machine run to 1e-12 relative (SPEC §7).
+
+``cascade`` is one map-reduce per round: each partition's buckets stay on a worker (a Dask actor) from the screen
+to the last round; a round sends the prices out and brings back what each partition closed, item by item, and
+the driver adds the forced flow, fees and bad debt in account order, exactly as the single-machine cascade does
+(``liquidation_cascade.run_rounds``): the price path, and so every result, is the single-machine run's bit for
+bit, whatever the partitioning.
 
 Requires the ``distributed`` extra (``pip install "fastrisk[distributed]"``).
 """
@@ -31,6 +34,8 @@ import pyarrow as pa
 from .book import Book
 from .errors import InputError
 from .io import write_parquet
+from .liquidation_cascade import LIQUIDATION_FEE, SQRT_IMPACT_K
+from .risk import OPTION_MARGIN
 
 __all__ = ["Engine", "PartitionedBook", "repartition", "PARTITION_BY"]
 
@@ -135,20 +140,43 @@ def repartition(book: Book, out, n_partitions: int, *, by: str = "range") -> Par
 
 # --------------------------------------------------------------------------------------------- on a worker
 
-def _run_partition(function: str, market, files, kwargs):
-    """One task: partition ``files`` as a Book, ``fastrisk.<function>(market, book, **kwargs)``; returns the result
-    and the partition's accounts (sorted). Bad input names the partition's file."""
-    import fastrisk
-
+def _on_partition(files, work):
+    """``work(book)`` on partition ``files`` read as a Book; bad input names the partition's file."""
     try:
-        book = Book(*files)
-        result = getattr(fastrisk, function)(market, book, **kwargs)
+        return work(Book(*files))
     except InputError as e:
         table_file = files[0] if e.table == "positions" else files[1] if e.table == "balances" else None
         where = f"{e.table} ({table_file})" if table_file is not None else e.table
         raise InputError(where, e.column, e.rule + " [rows of that partition file]", e.rows, e.count,
                          e.examples) from None
-    return result, book.arrays.account_id
+
+
+def _run_partition(function: str, market, files, kwargs):
+    """One task: ``fastrisk.<function>(market, book, **kwargs)`` on partition ``files``; returns the result and
+    the partition's accounts (sorted)."""
+    import fastrisk
+
+    return _on_partition(files, lambda book: (getattr(fastrisk, function)(market, book, **kwargs),
+                                              book.arrays.account_id))
+
+
+class PartitionCascade:
+    """A partition's side of a cascade, kept on a worker between rounds (a Dask actor around
+    ``liquidation_cascade.CascadeBook``)."""
+
+    def __init__(self, market, files, *args, **kwargs):
+        from .liquidation_cascade import CascadeBook
+
+        self.part = _on_partition(files, lambda book: CascadeBook(market, book, *args, **kwargs))
+
+    def account_ids(self) -> np.ndarray:
+        return self.part.bound.book.account_id
+
+    def round(self, rnd, mult):
+        return self.part.round(rnd, mult)
+
+    def accounts(self, mult):
+        return self.part.accounts(mult)
 
 
 # --------------------------------------------------------------------------------------------- the engine
@@ -207,7 +235,7 @@ class Engine:
         no account lies in two partitions."""
         if not isinstance(book, PartitionedBook):
             book = PartitionedBook.open(book)
-        shared = self.client.scatter(market, broadcast=True)
+        shared = self.client.scatter(market, broadcast=True, hash=False)
         futures = [self.client.submit(_run_partition, function, shared, book.files(k), kwargs, pure=False)
                    for k in range(len(book))]
         results = self.client.gather(futures)
@@ -247,6 +275,29 @@ class Engine:
             matrix = np.concatenate([p.loss_matrix for p in parts])
             matrix = matrix if order is None else matrix[order]
         return StressResult(_merge([p.accounts for p in parts]), scenarios_table, matrix)
+
+    def cascade(self, market, book, shock, impact: str = "sqrt", insurance_fund: float = 0.0,
+                liquidation_fee: float = LIQUIDATION_FEE, max_rounds: int = 50, k: float = SQRT_IMPACT_K, *,
+                rate: float = 0.0, option_margin=OPTION_MARGIN):
+        """``fastrisk.cascade`` as one map-reduce per round (module docstring): the same arguments and result,
+        bit for bit."""
+        from .liquidation_cascade import cascade_parameters, run_rounds
+
+        mult0, insurance_fund, liquidation_fee, k = cascade_parameters(
+            market, shock, impact, insurance_fund, liquidation_fee, max_rounds, k, rate, option_margin)
+        if not isinstance(book, PartitionedBook):
+            book = PartitionedBook.open(book)
+        shared = self.client.scatter(market, broadcast=True, hash=False)
+        actors = [self.client.submit(PartitionCascade, shared, book.files(j), mult0, liquidation_fee,
+                                     int(max_rounds), rate=rate, option_margin=option_margin, actor=True, pure=False)
+                  for j in range(len(book))]
+        actors = [a.result() for a in actors]
+
+        def call(method, *args):  # every partition at once, then their results in partition order
+            return [f.result() for f in [getattr(a, method)(*args) for a in actors]]
+
+        _check_disjoint(book, call("account_ids"))
+        return run_rounds(market, call, mult0, impact, insurance_fund, int(max_rounds), k)
 
     def contagion(self, market, book, shock, **kwargs):
         """``fastrisk.contagion``: accounts merged, the summary recomputed from them."""

@@ -158,159 +158,276 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     >>> int(result.rounds.column("round")[0].as_py())
     0
     """
-    from .kernels._jit import n_chunks
-    from .kernels.cascade import (check_accounts, check_isolated, close_out, forced_flow, screen_accounts,
-                                  screen_isolated, watch_accounts, watch_isolated)
-    from .kernels.margin import account_equity
-    from .liquidation import kernel_book, screen_buckets
+    mult0, insurance_fund, liquidation_fee, k = cascade_parameters(market, shock, impact, insurance_fund,
+                                                                   liquidation_fee, max_rounds, k, rate, option_margin)
+    part = CascadeBook(market, book, mult0, liquidation_fee, int(max_rounds), rate=rate, option_margin=option_margin)
+    return run_rounds(market, lambda method, *args: [getattr(part, method)(*args)], mult0, impact, insurance_fund,
+                      int(max_rounds), k)
 
+
+def cascade_parameters(market: Market, shock, impact, insurance_fund, liquidation_fee, max_rounds, k, rate,
+                       option_margin):
+    """``cascade``'s arguments checked (InputError): ``(shock multipliers [u], insurance_fund, liquidation_fee,
+    k)`` as floats."""
     mult0 = shock_multipliers(market, shock)
     insurance_fund, liquidation_fee, k = float(insurance_fund), float(liquidation_fee), float(k)
     _check_parameters(impact, insurance_fund, liquidation_fee, max_rounds, k)
     check_parameters("cascade", rate=rate, option_margin=option_margin)
-    M = market.arrays
-    bound = book.bind(market)
-    B = bound.book
-    n, n_u = len(B.account_id), len(M.index_price)
-    option_margin = tuple(float(x) for x in option_margin)
-    inst, tiers = kernel_market(market)
-    kbook = kernel_book(bound)
-    weights = (M.asset_cw, M.asset_bw)
+    return mult0, insurance_fund, liquidation_fee, k
+
+
+def run_rounds(market: Market, call, mult0: np.ndarray, impact: str, insurance_fund: float, max_rounds: int,
+               k: float) -> CascadeResult:
+    """The cascade's rounds over the books ``call`` reaches (``call(method, *args)`` calls a ``CascadeBook``
+    method on each, in order, and returns their results): the venue's, or its partitions' (``distributed``).
+    Each round every book closes out what the prices liquidate (``CascadeBook.round``); this sums their forced
+    flow, fees and bad debt item by item in account order (``round_totals``), so that the totals, and with them
+    the price path, do not depend on how the accounts are partitioned; moves the prices by the impact model and
+    draws bad debt from the fund."""
     und = market.underlyings
     depth, adv, vol = (und.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
                        for c in ("depth_usd", "adv_usd", "daily_vol"))
-
-    # The screen's excess and fall rates from the shocked prices (kernels/cascade.py).
-    shocked = value_instruments(market, mult0, rate=rate)
-    bk = screen_buckets(market, bound, shocked, rate=rate, option_margin=option_margin, window=SCREEN_WINDOW)
-    g_account, fall_total = bk.g_account, bk.fall_total
-    ref_account = full(n, 0, np.int32)
-    hist = np.ones((int(max_rounds), n_u))  # the moves since the shock at which round k + 1 looked
-    iso_pos, iso_g = bk.iso_position, bk.iso_excess  # isolated positions j = 0, 1, ...
-    iso_ref = np.zeros(len(iso_pos), np.int32)
-    iso_live = np.ones(len(iso_pos), np.uint8)
-    iso_always = bk.iso_always
-    flag_account = empty(n, np.uint8)  # every flag is written
-    flag_iso = np.zeros(len(iso_pos), np.uint8)
-    reach = np.full(int(max_rounds), np.inf)
-    in_window = True
-    horizon = -1.0  # the watch lists are built in round 1
-    watched = watched_dead = 0
-
-    # Per account: Arrow's pool hands a second call memory already mapped (tables.empty).
-    account_live = full(n, 1, np.uint8)
-    round_of = full(n, -1, np.int32)
-    eq_at = full(n, np.nan)
-    fee_paid = full(n, 0.0)
-    bad_debt = full(n, 0.0)
-    left = full(n, 0.0)           # cross equity left after a liquidation (USD)
-    iso_count = full(n, 0, np.int32)
-    iso_dead = []                 # (positions, their accounts, what they left) per round, for equity after
-
+    n_u = len(mult0)
     mult = mult0.copy()
     fund = insurance_fund
     rounds = [dict(round=0, accounts_liquidated=0, isolated_liquidated=0, notional_closed=0.0, fees=0.0,
                    bad_debt=0.0, insurance_fund_left=fund, shortfall=0.0, mult=mult.copy())]
     path = [(0, u, mult[u], 0.0, mult0[u] - 1.0) for u in range(n_u)]
     stopped = "max_rounds"
-    for rnd in range(1, int(max_rounds) + 1):
-        val = shocked if rnd == 1 else value_instruments(market, mult, rate=rate)
+    for rnd in range(1, max_rounds + 1):
+        closed = merge_rounds(call("round", rnd, mult))
+        if len(closed.accounts) == 0 and len(closed.iso_accounts) == 0:
+            stopped = "no liquidations"
+            break
+        fees, bad, notional, flow = round_totals(closed, n_u)
+        fund += fees
+        drawn = min(bad, fund)
+        fund -= drawn
+        r = impact_returns(flow, impact, depth, adv, vol, k)
+        mult = mult * (1.0 + r)
+        rounds.append(dict(round=rnd, accounts_liquidated=len(closed.accounts),
+                           isolated_liquidated=len(closed.iso_accounts), notional_closed=notional, fees=fees,
+                           bad_debt=bad, insurance_fund_left=fund, shortfall=bad - drawn, mult=mult.copy()))
+        path += [(rnd, u, mult[u], flow[u], r[u]) for u in range(n_u)]
+    accounts = call("accounts", mult)
+    return CascadeResult(_rounds_table(market, rounds), accounts[0] if len(accounts) == 1 else
+                         _merge_accounts(accounts), _path_table(market, path), stopped)
+
+
+@dataclass(frozen=True)
+class Closed:
+    """What a book closed out in one round (``CascadeBook.round``), in account order: cross buckets, then isolated
+    positions (their account and rank among its positions); each one's fee, bad debt and notional; and the
+    positions closed, as flow items (``kernels.cascade.flow_contributions``): each cross bucket's ``n_items``
+    items, then one per isolated position."""
+
+    accounts: np.ndarray      # [d] account_id of each cross bucket closed
+    n_items: np.ndarray       # [d] its flow items (its positions)
+    iso_accounts: np.ndarray  # [e] account_id of each isolated position closed
+    iso_rank: np.ndarray      # [e] the position's rank in its account
+    charged: np.ndarray       # [3, d + e] fee, bad debt and notional closed of each bucket, cross ones first
+    underlying: np.ndarray    # [f] the flow items: underlying (-1: none) ...
+    usd: np.ndarray           # [f] ... and signed USD notional
+
+
+def merge_rounds(parts: list[Closed]) -> Closed:
+    """The books' closed buckets as one venue's, in account order (each account lies in one book)."""
+    if len(parts) == 1:
+        return parts[0]
+    cat = lambda name: np.concatenate([getattr(p, name) for p in parts], axis=-1)
+    accounts, n_items, iso_accounts, iso_rank = cat("accounts"), cat("n_items"), cat("iso_accounts"), cat("iso_rank")
+    cross = np.argsort(accounts, kind="stable")
+    iso = np.lexsort((iso_rank, iso_accounts))
+    d = [len(p.accounts) for p in parts]
+    charged = np.concatenate([np.concatenate([p.charged[:, :n] for p, n in zip(parts, d)], axis=1)[:, cross],
+                              np.concatenate([p.charged[:, n:] for p, n in zip(parts, d)], axis=1)[:, iso]], axis=1)
+    f = [int(p.n_items.sum()) for p in parts]
+    items = np.argsort(np.repeat(accounts, n_items), kind="stable")  # an account's items stay together, in order
+    flows = []
+    for name in ("underlying", "usd"):
+        cross_items = np.concatenate([getattr(p, name)[:m] for p, m in zip(parts, f)])[items]
+        flows.append(np.concatenate([cross_items, np.concatenate([getattr(p, name)[m:] for p, m in zip(parts, f)])[iso]]))
+    return Closed(accounts[cross], n_items[cross], iso_accounts[iso], iso_rank[iso], charged, *flows)
+
+
+def round_totals(closed: Closed, n_u: int):
+    """``(fees, bad_debt, notional, flow [u])`` of a round: each summed item by item in the order of ``closed``."""
+    from .kernels.cascade import add_flows
+
+    # cumsum adds in order, as a loop would (np.sum adds pairwise).
+    fees, bad, notional = (float(np.cumsum(closed.charged[j])[-1]) if closed.charged.shape[1] else 0.0
+                           for j in range(3))
+    flow = np.zeros(n_u)
+    add_flows(flow, closed.underlying, closed.usd)
+    return fees, bad, notional, flow
+
+
+class CascadeBook:
+    """One book's side of a cascade (the venue's, or a partition's: ``distributed``): its screen, its live
+    buckets and per-account results. ``round(rnd, mult)`` closes out what round ``rnd``'s prices liquidate;
+    ``accounts(mult)`` is its accounts table at the final prices."""
+
+    def __init__(self, market: Market, book: Book, mult0: np.ndarray, liquidation_fee: float, max_rounds: int, *,
+                 rate: float = 0.0, option_margin=OPTION_MARGIN):
+        from .liquidation import kernel_book, screen_buckets
+
+        self.market, self.mult0, self.fee, self.rate = market, mult0, liquidation_fee, rate
+        self.bound = bound = book.bind(market)
+        n = len(bound.book.account_id)
+        self.option_margin = tuple(float(x) for x in option_margin)
+        self.inst, self.tiers = kernel_market(market)
+        self.kbook = kernel_book(bound)
+        M = market.arrays
+        self.weights = (M.asset_cw, M.asset_bw)
+        # The screen's excess and fall rates from the shocked prices (kernels/cascade.py).
+        self.shocked = value_instruments(market, mult0, rate=rate)
+        self.bk = bk = screen_buckets(market, bound, self.shocked, rate=rate, option_margin=self.option_margin,
+                                      window=SCREEN_WINDOW)
+        self.ref_account = full(n, 0, np.int32)
+        self.hist = np.ones((max_rounds, len(mult0)))  # the moves since the shock at which round k + 1 looked
+        self.iso_ref = np.zeros(len(bk.iso_position), np.int32)  # isolated positions j = 0, 1, ...
+        self.iso_live = np.ones(len(bk.iso_position), np.uint8)
+        self.flag_account = empty(n, np.uint8)  # every flag is written
+        self.flag_iso = np.zeros(len(bk.iso_position), np.uint8)
+        self.reach = np.full(max_rounds, np.inf)
+        self.in_window = True
+        self.horizon = -1.0  # the watch lists are built in round 1
+        self.watched = self.watched_dead = 0
+        # Per account: Arrow's pool hands a second call memory already mapped (tables.empty).
+        self.account_live = full(n, 1, np.uint8)
+        self.round_of = full(n, -1, np.int32)
+        self.eq_at = full(n, np.nan)
+        self.fee_paid = full(n, 0.0)
+        self.bad_debt = full(n, 0.0)
+        self.left = full(n, 0.0)           # cross equity left after a liquidation (USD)
+        self.iso_count = full(n, 0, np.int32)
+        self.iso_dead = []                 # (positions, their accounts, what they left) per round, for equity after
+
+    def round(self, rnd: int, mult: np.ndarray) -> Closed:
+        """Close out every live bucket liquidatable at the prices ``mult`` (round ``rnd``; its totals are the
+        caller's: ``run_rounds``)."""
+        from .kernels._jit import n_chunks
+        from .kernels.cascade import (check_accounts, check_isolated, close_out, flow_contributions,
+                                      screen_accounts, screen_isolated, watch_accounts, watch_isolated)
+
+        bk, kbook, inst, tiers, option_margin = self.bk, self.kbook, self.inst, self.tiers, self.option_margin
+        hist, reach = self.hist, self.reach
+        val = self.shocked if rnd == 1 else value_instruments(self.market, mult, rate=self.rate)
         vt = (val.price, val.forward, val.settle_px, val.asset_px)
-        hist[rnd - 1] = mult / mult0
+        hist[rnd - 1] = mult / self.mult0
         x = hist[rnd - 1]
         reach[:rnd] = np.abs(x - hist[:rnd]).max(axis=1)
         # Once outside the window, references can be too: from then on every round checks everyone.
-        in_window = in_window and bool(np.all((x >= SCREEN_WINDOW[0]) & (x <= SCREEN_WINDOW[1])))
-        if in_window:
+        self.in_window = self.in_window and bool(np.all((x >= SCREEN_WINDOW[0]) & (x <= SCREEN_WINDOW[1])))
+        if self.in_window:
             top = float(reach[:rnd].max())
             # The buckets the screen may flag until the moves pass the horizon: rebuilt when they do (with a horizon
             # twice as far); when most are gone (a crash's first round liquidates most of them), the rest kept.
-            if 2 * watched_dead > watched and top <= horizon:
-                keep, iso_keep = np.flatnonzero(w_live.view(bool)), np.flatnonzero(iw_live.view(bool))
-                watch, w_g, w_fall, w_ref, w_live, w_always = (
-                    np.take(c, keep) for c in (watch, w_g, w_fall, w_ref, w_live, w_always))
-                iso_watch, iw_u, iw_down, iw_up, iw_g, iw_ref, iw_live, iw_always = (
-                    np.take(c, iso_keep) for c in (iso_watch, iw_u, iw_down, iw_up, iw_g, iw_ref, iw_live, iw_always))
-                watched, watched_dead = len(watch) + len(iso_watch), 0
-            if top > horizon:
-                horizon = max(2.0 * top, WATCH_HORIZON)
-                watch_accounts(horizon, bk.n_cross, fall_total, g_account, account_live, bk.always, flag_account)
-                watch_isolated(horizon, bk.iso_down, bk.iso_up, iso_always, iso_g, iso_live, flag_iso)
+            if 2 * self.watched_dead > self.watched and top <= self.horizon:
+                keep, iso_keep = np.flatnonzero(self.w_live.view(bool)), np.flatnonzero(self.iw_live.view(bool))
+                self.watch, self.w_g, self.w_fall, self.w_ref, self.w_live, self.w_always = (
+                    np.take(c, keep) for c in (self.watch, self.w_g, self.w_fall, self.w_ref, self.w_live,
+                                               self.w_always))
+                (self.iso_watch, self.iw_u, self.iw_down, self.iw_up, self.iw_g, self.iw_ref, self.iw_live,
+                 self.iw_always) = (np.take(c, iso_keep) for c in (
+                    self.iso_watch, self.iw_u, self.iw_down, self.iw_up, self.iw_g, self.iw_ref, self.iw_live,
+                    self.iw_always))
+                self.watched, self.watched_dead = len(self.watch) + len(self.iso_watch), 0
+            if top > self.horizon:
+                self.horizon = max(2.0 * top, WATCH_HORIZON)
+                watch_accounts(self.horizon, bk.n_cross, bk.fall_total, bk.g_account, self.account_live, bk.always,
+                               self.flag_account)
+                watch_isolated(self.horizon, bk.iso_down, bk.iso_up, bk.iso_always, bk.iso_excess, self.iso_live,
+                               self.flag_iso)
                 # 0/1 flags read as bools, gathers by np.take: each half the time of the usual spelling.
-                watch, iso_watch = np.flatnonzero(flag_account.view(bool)), np.flatnonzero(flag_iso.view(bool))
+                self.watch = np.flatnonzero(self.flag_account.view(bool))
+                self.iso_watch = np.flatnonzero(self.flag_iso.view(bool))
                 # Their figures, gathered (kept in step below): a round reads them contiguously.
-                w_g, w_fall, w_ref, w_live, w_always = (
-                    np.take(c, watch) for c in (g_account, fall_total, ref_account, account_live, bk.always))
-                iw_u, iw_down, iw_up, iw_g, iw_ref, iw_live, iw_always = (
-                    np.take(c, iso_watch) for c in (bk.iso_underlying, bk.iso_down, bk.iso_up, iso_g, iso_ref,
-                                                    iso_live, iso_always))
-                found, iso_found = np.empty_like(watch), np.empty_like(iso_watch)
-                watched, watched_dead = len(watch) + len(iso_watch), 0
-            slots = found[:screen_accounts(reach, w_g, w_fall, w_ref, w_live, w_always, found)]
-            iso_slots = iso_found[:screen_isolated(x, hist, iw_u, iw_down, iw_up, iw_g, iw_ref, iw_live, iw_always,
-                                                   iso_found)]
-            cand, iso_cand_k = watch[slots], iso_watch[iso_slots]
+                self.w_g, self.w_fall, self.w_ref, self.w_live, self.w_always = (
+                    np.take(c, self.watch) for c in (bk.g_account, bk.fall_total, self.ref_account,
+                                                     self.account_live, bk.always))
+                self.iw_u, self.iw_down, self.iw_up, self.iw_g, self.iw_ref, self.iw_live, self.iw_always = (
+                    np.take(c, self.iso_watch) for c in (bk.iso_underlying, bk.iso_down, bk.iso_up, bk.iso_excess,
+                                                         self.iso_ref, self.iso_live, bk.iso_always))
+                self.found, self.iso_found = np.empty_like(self.watch), np.empty_like(self.iso_watch)
+                self.watched, self.watched_dead = len(self.watch) + len(self.iso_watch), 0
+            slots = self.found[:screen_accounts(reach, self.w_g, self.w_fall, self.w_ref, self.w_live, self.w_always,
+                                                self.found)]
+            iso_slots = self.iso_found[:screen_isolated(x, hist, self.iw_u, self.iw_down, self.iw_up, self.iw_g,
+                                                        self.iw_ref, self.iw_live, self.iw_always, self.iso_found)]
+            cand, iso_cand_k = self.watch[slots], self.iso_watch[iso_slots]
         else:  # beyond the window the fall rates hold over: every live bucket is checked
-            cand, iso_cand_k = np.flatnonzero(account_live), np.flatnonzero(iso_live)
-        iso_cand = iso_pos[iso_cand_k]
+            cand, iso_cand_k = np.flatnonzero(self.account_live), np.flatnonzero(self.iso_live)
+        iso_cand = bk.iso_position[iso_cand_k]
         if rnd == 1:  # at the shocked prices: the screen's pass computed them
             out = np.take(bk.exact, cand, axis=1)  # half the time of bk.exact[:, cand]
         else:
             out = np.empty((3, len(cand)))
-            check_accounts(cand, out, kbook, inst, tiers, vt, weights, option_margin, n_chunks(len(cand), 1 << 8))
+            check_accounts(cand, out, kbook, inst, tiers, vt, self.weights, option_margin,
+                           n_chunks(len(cand), 1 << 8))
         out_iso = np.empty((3, len(iso_cand)))
         check_isolated(iso_cand, out_iso, kbook, inst, tiers, vt, option_margin)
         liq = (out[1] > 0) & (out[0] <= out[1])
         liq_iso = (out_iso[1] > 0) & (out_iso[0] <= out_iso[1])
         # Survivors are their own new reference: g known exactly at this round's moves.
         alive, alive_k = cand[~liq], iso_cand_k[~liq_iso]
-        g_account[alive] = g_alive = np.where(out[1, ~liq] > 0, out[0, ~liq] - out[1, ~liq], np.inf)
-        ref_account[alive] = rnd - 1
-        iso_g[alive_k] = g_alive_k = np.where(out_iso[1, ~liq_iso] > 0, out_iso[0, ~liq_iso] - out_iso[1, ~liq_iso],
-                                              np.inf)
-        iso_ref[alive_k] = rnd - 1
+        bk.g_account[alive] = g_alive = np.where(out[1, ~liq] > 0, out[0, ~liq] - out[1, ~liq], np.inf)
+        self.ref_account[alive] = rnd - 1
+        bk.iso_excess[alive_k] = g_alive_k = np.where(out_iso[1, ~liq_iso] > 0,
+                                                      out_iso[0, ~liq_iso] - out_iso[1, ~liq_iso], np.inf)
+        self.iso_ref[alive_k] = rnd - 1
         dead, dead_pos = cand[liq], iso_cand[liq_iso]
-        if in_window:  # the watched copies
-            w_g[slots[~liq]], w_ref[slots[~liq]], w_live[slots[liq]] = g_alive, rnd - 1, 0
-            iw_g[iso_slots[~liq_iso]], iw_ref[iso_slots[~liq_iso]], iw_live[iso_slots[liq_iso]] = g_alive_k, rnd - 1, 0
-            watched_dead += len(dead) + len(dead_pos)
-        if len(dead) == 0 and len(dead_pos) == 0:
-            stopped = "no liquidations"
-            break
+        if self.in_window:  # the watched copies
+            self.w_g[slots[~liq]], self.w_ref[slots[~liq]], self.w_live[slots[liq]] = g_alive, rnd - 1, 0
+            self.iw_g[iso_slots[~liq_iso]], self.iw_ref[iso_slots[~liq_iso]] = g_alive_k, rnd - 1
+            self.iw_live[iso_slots[liq_iso]] = 0
+            self.watched_dead += len(dead) + len(dead_pos)
         # Close-out: the fee while equity lasts, negative equity as bad debt (SPEC §6).
         owners = bk.iso_account[iso_cand_k[liq_iso]]
         rest = np.empty(len(dead_pos))
-        fees, bad, notional = close_out(liquidation_fee, rnd, dead, out, liq, owners, out_iso, liq_iso, round_of,
-                                        eq_at, fee_paid, bad_debt, left, iso_count, rest)
-        iso_dead.append((dead_pos, owners, rest))
-        account_live[dead] = 0
-        iso_live[iso_cand_k[liq_iso]] = 0
-        flow = np.zeros(n_u)
-        forced_flow(dead, dead_pos, flow, np.zeros((n_chunks(len(dead), 1 << 8), n_u)), kbook, inst, vt, val.delta,
-                    M.underlying)
-        fund += fees
-        drawn = min(bad, fund)
-        fund -= drawn
-        r = impact_returns(flow, impact, depth, adv, vol, k)
-        mult = mult * (1.0 + r)
-        rounds.append(dict(round=rnd, accounts_liquidated=len(dead), isolated_liquidated=len(dead_pos),
-                           notional_closed=notional, fees=fees, bad_debt=bad,
-                           insurance_fund_left=fund, shortfall=bad - drawn, mult=mult.copy()))
-        path += [(rnd, u, mult[u], flow[u], r[u]) for u in range(n_u)]
+        charged = np.empty((3, len(dead) + len(dead_pos)))
+        close_out(self.fee, rnd, dead, out, liq, owners, out_iso, liq_iso, self.round_of, self.eq_at, self.fee_paid,
+                  self.bad_debt, self.left, self.iso_count, rest, charged)
+        charged[2] = np.concatenate([out[2, liq], out_iso[2, liq_iso]])
+        self.iso_dead.append((dead_pos, owners, rest))
+        self.account_live[dead] = 0
+        self.iso_live[iso_cand_k[liq_iso]] = 0
+        pos_start = self.bound.book.pos_start
+        n_items = (pos_start[dead + 1] - pos_start[dead]).astype(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(n_items)])
+        underlying, usd = np.empty(offsets[-1] + len(dead_pos), np.int32), np.empty(offsets[-1] + len(dead_pos))
+        flow_contributions(dead, offsets, dead_pos, underlying, usd, kbook, inst, vt, val.delta,
+                           self.market.arrays.underlying)
+        account_id = self.bound.book.account_id
+        return Closed(account_id[dead], n_items, account_id[owners], dead_pos - pos_start[owners], charged,
+                      underlying, usd)
 
-    # Equity after: survivors at the final prices; liquidated buckets keep what was left at close-out.
-    final = value_instruments(market, mult, rate=rate)
-    vf = (final.price, final.forward, final.settle_px, final.asset_px)
-    iso_left = full(n, 0.0)  # what closed isolated positions left, less what they are worth at the final prices
-    for dead_pos, owners, rest in iso_dead:
-        out_iso = np.empty((3, len(dead_pos)))
-        check_isolated(dead_pos, out_iso, kbook, inst, tiers, vf, option_margin)
-        np.add.at(iso_left, owners, rest - out_iso[0])
-    after = empty((2, n))  # equity after, loss
-    account_equity(after, account_live, left, iso_left, bk.equity_today, kbook, inst, vf, weights)
-    return CascadeResult(_rounds_table(market, rounds), _accounts_table(
-        B.account_id, round_of, bk.equity_today, eq_at, fee_paid, bad_debt, iso_count, after[0], after[1]),
-        _path_table(market, path), stopped)
+    def accounts(self, mult: np.ndarray) -> pa.Table:
+        """The accounts table (``CascadeResult.accounts``) at the final prices ``mult``: survivors valued there;
+        liquidated buckets keep what was left at close-out."""
+        from .kernels.cascade import check_isolated
+        from .kernels.margin import account_equity
+
+        bk, n = self.bk, len(self.bound.book.account_id)
+        final = value_instruments(self.market, mult, rate=self.rate)
+        vf = (final.price, final.forward, final.settle_px, final.asset_px)
+        iso_left = full(n, 0.0)  # what closed isolated positions left, less what they are worth at the final prices
+        for dead_pos, owners, rest in self.iso_dead:
+            out_iso = np.empty((3, len(dead_pos)))
+            check_isolated(dead_pos, out_iso, self.kbook, self.inst, self.tiers, vf, self.option_margin)
+            np.add.at(iso_left, owners, rest - out_iso[0])
+        after = empty((2, n))  # equity after, loss
+        account_equity(after, self.account_live, self.left, iso_left, bk.equity_today, self.kbook, self.inst, vf,
+                       self.weights)
+        return _accounts_table(self.bound.book.account_id, self.round_of, bk.equity_today, self.eq_at, self.fee_paid,
+                               self.bad_debt, self.iso_count, after[0], after[1])
+
+
+def _merge_accounts(tables: list[pa.Table]) -> pa.Table:
+    """The books' accounts tables as one, by account_id (each account lies in one book)."""
+    merged = pa.concat_tables(tables).combine_chunks()
+    order = np.argsort(merged.column("account_id").to_numpy(), kind="stable")
+    return merged.take(order).combine_chunks()
 
 
 def _rounds_table(market: Market, rounds) -> pa.Table:

@@ -110,6 +110,26 @@ def test_contagion_equals_the_single_machine_run(venue, parts, engine):
                                                                         rel=1e-12, abs=0.0)
 
 
+# A small venue's flows are small against its liquidity: strong impact, so that the path runs several rounds (and
+# the last case stops at max_rounds).
+@pytest.mark.parametrize("impact, fund, k", [("sqrt", 0.0, 8.0), ("linear", 2e6, 1.0), ("sqrt", 1e5, 16.0)])
+def test_cascade_equals_the_single_machine_run_bit_for_bit(venue, parts, engine, impact, fund, k):
+    market, book = venue
+    expected = fr.cascade(market, book, SHOCK, impact=impact, insurance_fund=fund, max_rounds=12, k=k)
+    result = engine.cascade(market, parts, SHOCK, impact=impact, insurance_fund=fund, max_rounds=12, k=k)
+    assert expected.rounds.num_rows > 4  # several rounds of liquidations: the price path is exercised
+    assert result.stopped == expected.stopped
+    for name in ("rounds", "accounts", "path"):
+        assert getattr(result, name).equals(getattr(expected, name)), name
+
+
+def test_cascade_checks_its_arguments_before_starting_the_partitions(venue, parts, engine):
+    with pytest.raises(InputError, match="cascade.impact"):
+        engine.cascade(venue[0], parts, SHOCK, impact="cubic")
+    with pytest.raises(InputError, match="shock.underlying"):
+        engine.cascade(venue[0], parts, {"NOPE": -0.1})
+
+
 def _write_parts(path, positions, balances, split):
     """A hand-made layout: partition k holds the rows whose ``split`` value (per table) is k."""
     for name, table in (("positions", positions), ("balances", balances)):
@@ -119,7 +139,8 @@ def _write_parts(path, positions, balances, split):
     return PartitionedBook.open(path)
 
 
-def test_an_account_in_two_partitions_is_an_error(venue, engine, tmp_path):
+@pytest.mark.parametrize("function", ["account_risk", "cascade"])
+def test_an_account_in_two_partitions_is_an_error(venue, engine, tmp_path, function):
     market, book = venue
     positions, balances = book.positions, book.balances
     victim = balances.column("account_id")[0].as_py()
@@ -128,7 +149,7 @@ def test_an_account_in_two_partitions_is_an_error(venue, engine, tmp_path):
     split["balances"][bal_ids == victim] = 1 - (victim % 2)  # its collateral in the other partition
     parts = _write_parts(tmp_path, positions, balances, split)
     with pytest.raises(InputError) as info:
-        engine.account_risk(market, parts)
+        getattr(engine, function)(market, parts, *([SHOCK] if function == "cascade" else []))
     assert info.value.column == "account_id"
     assert f"account_id {victim} in part-00000 and part-00001" in str(info.value)
 

@@ -298,41 +298,36 @@ def check_isolated(candidates, out, book, inst, tiers, val, option_margin):
 
 @kernel(nrt=False)
 def close_out(fee_rate, rnd, dead, out, liq, owners, out_iso, liq_iso, round_of, eq_at, fee_paid, bad_debt, left,
-              iso_count, iso_rest):
+              iso_count, iso_rest, charged):
     """A round's close-out (SPEC §6): each liquidated cross bucket (account ``dead`` [j], its figures the columns
     of ``out`` [3, :] where ``liq``: equity, MM, notional) and isolated position (``owners`` [j] its account,
     ``out_iso`` where ``liq_iso``) pays ``fee_rate * notional`` while its equity lasts; negative equity is bad
     debt. Per account: the round it was liquidated in, its equity then, what its cross bucket had ``left``,
     the fees and bad debt it caused (added: an isolated position may have been closed in an earlier round) and
-    its closed isolated positions; per closed isolated position what it left, into ``iso_rest`` [j]. Returns
-    the round's ``(fees, bad_debt, notional_closed)``, summed in order."""
-    fees = bad = notional = 0.0
+    its closed isolated positions; per closed isolated position what it left, into ``iso_rest`` [j]; per bucket
+    closed, its fee and bad debt into ``charged`` [2, k] (the cross buckets, then the isolated positions: the
+    round's totals are their sums in this order, ``liquidation_cascade.round_totals``)."""
     j = 0
     for c in range(liq.shape[0]):
         if not liq[c]:
             continue
         a = dead[j]
-        j += 1
         eq = out[0, c]
-        fee, debt, rest = _charge(fee_rate, eq, out[2, c], fee_paid, bad_debt, a)
+        charged[0, j], charged[1, j], rest = _charge(fee_rate, eq, out[2, c], fee_paid, bad_debt, a)
         round_of[a] = rnd
         eq_at[a] = eq
         left[a] = rest
-        fees += fee
-        bad += debt
-        notional += out[2, c]
+        j += 1
+    n = j
     j = 0
     for c in range(liq_iso.shape[0]):
         if not liq_iso[c]:
             continue
         a = owners[j]
-        fee, debt, iso_rest[j] = _charge(fee_rate, out_iso[0, c], out_iso[2, c], fee_paid, bad_debt, a)
+        charged[0, n + j], charged[1, n + j], iso_rest[j] = _charge(fee_rate, out_iso[0, c], out_iso[2, c], fee_paid,
+                                                                    bad_debt, a)
         iso_count[a] += 1
         j += 1
-        fees += fee
-        bad += debt
-        notional += out_iso[2, c]
-    return fees, bad, notional
 
 
 @inline
@@ -347,32 +342,36 @@ def _charge(fee_rate, equity, notional, fee_paid, bad_debt, a):
 
 
 @kernel(parallel=True, nrt=False)
-def forced_flow(accounts, positions, flow, chunk_flow, book, inst, val, delta, inst_underlying):
-    """Add to ``flow`` [u] the signed USD notional closed: every cross position with a quantity of the
-    liquidated ``accounts`` and the liquidated isolated ``positions``. Futures: sign(q) * notional; options by
-    delta: q*c*delta*F; both times the settle price. Positive = longs closed = forced selling.
-
-    The accounts run in chunks (``chunk_flow`` [chunk, u], zero at entry: each chunk's sums), in parallel, and the
-    chunks' sums are added in chunk order: the chunks depend only on the number of accounts, so the sums never
-    depend on the thread count."""
+def flow_contributions(accounts, offsets, positions, underlying, usd, book, inst, val, delta, inst_underlying):
+    """The forced flow of a round's close-out, item by item: each position closed, its underlying and signed USD
+    notional (``_signed_usd``) into ``underlying`` and ``usd`` [k]. First the positions of the liquidated
+    ``accounts`` [j], account j's at ``offsets[j]:offsets[j + 1]`` in position order (underlying -1 for an
+    isolated position or one without a quantity: not closed with the cross bucket), then the liquidated isolated
+    ``positions`` [j] from ``offsets[-1]`` on (-1 without a quantity). ``add_flows`` sums them in this order:
+    the sums never depend on the thread count, nor on how the accounts are partitioned."""
     pos_start, pos_instrument, quantity, _, isolated, _, _, _, _ = book
-    n = accounts.shape[0]
-    n_chunks = chunk_flow.shape[0]
-    for c in prange(n_chunks):
-        for j in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            a = index(accounts[j])
-            for p in range(index(pos_start[a]), index(pos_start[a + 1])):
-                if isolated[p] or quantity[p] == 0.0:
-                    continue
-                chunk_flow[c, index(inst_underlying[index(pos_instrument[p])])] += _signed_usd(p, book, inst, val,
-                                                                                              delta)
-    for c in range(n_chunks):
-        for u in range(flow.shape[0]):
-            flow[u] += chunk_flow[c, u]
-    for j in range(positions.shape[0]):
-        p = positions[j]
-        if quantity[p] != 0.0:
-            flow[inst_underlying[pos_instrument[p]]] += _signed_usd(p, book, inst, val, delta)
+    for j in prange(accounts.shape[0]):
+        a = index(accounts[j])
+        k = offsets[j]
+        for p in range(index(pos_start[a]), index(pos_start[a + 1])):
+            closed = not isolated[p] and quantity[p] != 0.0
+            underlying[index(k)] = inst_underlying[index(pos_instrument[p])] if closed else -1
+            usd[index(k)] = _signed_usd(p, book, inst, val, delta) if closed else 0.0
+            k += 1
+    base = offsets[accounts.shape[0]]
+    for j in prange(positions.shape[0]):
+        p = index(positions[j])
+        closed = quantity[p] != 0.0
+        underlying[index(base + j)] = inst_underlying[index(pos_instrument[p])] if closed else -1
+        usd[index(base + j)] = _signed_usd(p, book, inst, val, delta) if closed else 0.0
+
+
+@kernel(nrt=False)
+def add_flows(flow, underlying, usd):
+    """Add ``usd`` [k] to ``flow`` [u] by ``underlying`` [k] (-1: skipped), in order (``flow_contributions``)."""
+    for k in range(underlying.shape[0]):
+        if underlying[k] >= 0:
+            flow[index(underlying[k])] += usd[k]
 
 
 @inline
