@@ -151,13 +151,19 @@ def _on_partition(files, work):
                          e.examples) from None
 
 
-def _run_partition(function: str, market, files, kwargs):
-    """One task: ``fastrisk.<function>(market, book, **kwargs)`` on partition ``files``; returns the result and
-    the partition's accounts (sorted)."""
+def _run_partition(function: str, market, files, kwargs, out=None):
+    """One task: ``fastrisk.<function>(market, book, **kwargs)`` on partition ``files``; returns the result (None
+    when written to the Parquet file ``out`` instead) and the partition's accounts (sorted)."""
     import fastrisk
 
-    return _on_partition(files, lambda book: (getattr(fastrisk, function)(market, book, **kwargs),
-                                              book.arrays.account_id))
+    def work(book):
+        result = getattr(fastrisk, function)(market, book, **kwargs)
+        if out is not None:
+            write_parquet(result, out)
+            result = None
+        return result, book.arrays.account_id
+
+    return _on_partition(files, work)
 
 
 class PartitionCascade:
@@ -230,33 +236,43 @@ class Engine:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _map(self, function: str, market, book, kwargs):
+    def _map(self, function: str, market, book, kwargs, out=None):
         """Run ``function`` on every partition; ``[(result, accounts)]`` in partition order, after checking that
-        no account lies in two partitions."""
+        no account lies in two partitions. With ``out``, each partition's result is written to
+        ``out/<partition>.parquet`` on its worker instead (result None)."""
         if not isinstance(book, PartitionedBook):
             book = PartitionedBook.open(book)
+        if out is not None:
+            Path(out).mkdir(parents=True, exist_ok=True)
         shared = self.client.scatter(market, broadcast=True, hash=False)
-        futures = [self.client.submit(_run_partition, function, shared, book.files(k), kwargs, pure=False)
+        futures = [self.client.submit(_run_partition, function, shared, book.files(k), kwargs,
+                                      None if out is None else Path(out) / f"{book.parts[k]}.parquet", pure=False)
                    for k in range(len(book))]
         results = self.client.gather(futures)
         _check_disjoint(book, [accounts for _, accounts in results])
         return results
 
-    def account_risk(self, market, book, **kwargs) -> pa.Table:
-        """``fastrisk.account_risk`` (every keyword as there)."""
-        return _merge([r for r, _ in self._map("account_risk", market, book, kwargs)])
+    def _per_account(self, function: str, market, book, kwargs, out):
+        results = self._map(function, market, book, kwargs, out)
+        return Path(out) if out is not None else _merge([r for r, _ in results])
 
-    def position_risk(self, market, book, **kwargs) -> pa.Table:
-        """``fastrisk.position_risk``."""
-        return _merge([r for r, _ in self._map("position_risk", market, book, kwargs)])
+    def account_risk(self, market, book, *, out=None, **kwargs):
+        """``fastrisk.account_risk`` (every keyword as there): the table, or with ``out`` (a directory) one
+        Parquet file per partition written by its worker, ``out/<partition>.parquet``, and ``out`` returned: the
+        driver never holds the whole result (rows in each file by account_id; files in partition order)."""
+        return self._per_account("account_risk", market, book, kwargs, out)
 
-    def liquidation_prices(self, market, book, **kwargs) -> pa.Table:
-        """``fastrisk.liquidation_prices``."""
-        return _merge([r for r, _ in self._map("liquidation_prices", market, book, kwargs)])
+    def position_risk(self, market, book, *, out=None, **kwargs):
+        """``fastrisk.position_risk`` (``out`` as in ``account_risk``)."""
+        return self._per_account("position_risk", market, book, kwargs, out)
 
-    def exposures(self, market, book, **kwargs) -> pa.Table:
-        """``fastrisk.exposures``."""
-        return _merge([r for r, _ in self._map("exposures", market, book, kwargs)])
+    def liquidation_prices(self, market, book, *, out=None, **kwargs):
+        """``fastrisk.liquidation_prices`` (``out`` as in ``account_risk``)."""
+        return self._per_account("liquidation_prices", market, book, kwargs, out)
+
+    def exposures(self, market, book, *, out=None, **kwargs):
+        """``fastrisk.exposures`` (``out`` as in ``account_risk``)."""
+        return self._per_account("exposures", market, book, kwargs, out)
 
     def stress(self, market, book, scenarios, **kwargs):
         """``fastrisk.stress``: accounts (and the loss matrix) merged, the scenario table's totals summed."""

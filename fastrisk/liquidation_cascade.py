@@ -148,7 +148,8 @@ def cascade(market: Market, book: Book, shock, impact: str = "sqrt", insurance_f
     -------
     CascadeResult
         ``rounds``, ``accounts``, ``path`` tables and why it ``stopped``. Deterministic: per-bucket figures
-        never depend on the thread count, and round totals are summed in account order.
+        never depend on the thread count, and round totals are summed item by item in account order
+        (``run_rounds``), so they do not depend on how the book is partitioned either (``distributed``).
 
     Examples
     --------

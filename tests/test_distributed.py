@@ -83,6 +83,15 @@ def test_per_account_results_equal_the_single_machine_run_bit_for_bit(venue, par
     assert result.equals(expected)
 
 
+def test_results_written_by_the_workers_are_the_same_rows(venue, parts, engine, tmp_path):
+    market, book = venue
+    out = engine.liquidation_prices(market, parts, out=tmp_path / "liq")
+    assert sorted(f.stem for f in out.glob("*.parquet")) == list(parts.parts)
+    written = pa.concat_tables([pq.read_table(out / f"{name}.parquet") for name in parts.parts])
+    written = written.take(np.argsort(written.column("account_id").to_numpy(), kind="stable"))
+    assert written.equals(fr.liquidation_prices(market, book))
+
+
 def test_stress_accounts_bit_for_bit_and_totals_to_1e_12(venue, parts, engine):
     market, book = venue
     scenarios = fr.scenarios.span(["BTC", "ETH"], market=market)

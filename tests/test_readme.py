@@ -17,3 +17,17 @@ def test_readme_python_example_runs():
     assert namespace["worst"].num_rows == 5
     assert namespace["liquidation"].num_rows > 0 and namespace["crash"].rounds.num_rows >= 1
     assert namespace["spread"].accounts.num_rows == accounts.num_rows
+
+
+def test_readme_distributed_example_runs(tmp_path, monkeypatch):
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    blocks = text.split("```python\n")
+    first, distributed = (b[:b.index("```")] for b in (blocks[1], blocks[2]))
+    assert "Engine(" in distributed
+    monkeypatch.chdir(tmp_path)  # it writes venue/
+    namespace: dict = {}
+    exec(compile(first.replace("100_000", "2_000"), "README.md", "exec"), namespace)
+    exec(compile(distributed, "README.md", "exec"), namespace)
+    assert namespace["accounts"].equals(namespace["fr"].account_risk(namespace["market"], namespace["book"]))
+    assert namespace["crash"].accounts.equals(
+        namespace["fr"].cascade(namespace["market"], namespace["book"], {"BTC": -0.2}).accounts)
