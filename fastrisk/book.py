@@ -223,6 +223,14 @@ class Book:
     def n_accounts(self) -> int:
         return len(self.arrays.account_id)
 
+    @property
+    def n_positions(self) -> int:
+        return self.positions.num_rows
+
+    @property
+    def n_balances(self) -> int:
+        return self.balances.num_rows
+
     def __repr__(self) -> str:
         return (f"Book({self.n_accounts} accounts, {self.positions.num_rows} positions, "
                 f"{self.balances.num_rows} balances)")

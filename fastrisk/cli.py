@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 bad input (the InputError message, no traceback), 1 int
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -48,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--shock", action="append", metavar="U=MOVE",
                    help="also run a liquidation cascade after this move (repeatable), e.g. --shock BTC=-0.2")
     _cascade_options(r)
+    r.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run partition by partition on this Dask scheduler ('local': a local cluster); the book "
+                        "must be partitioned (fastrisk generate --partitions, fastrisk.distributed.repartition)")
+    r.add_argument("--workers", type=int, default=2, metavar="N", help="workers of a local cluster (default 2)")
     _common(r)
 
     c = sub.add_parser("cascade", help="liquidation cascade after a price shock, round by round")
@@ -163,10 +168,32 @@ def _run(args) -> int:
 
     shock = parse_shock(args.shock)  # a typo fails before the venue is read
     steps = Steps(args.quiet)
+    if args.scheduler:
+        return _distributed_run(args, shock, steps)
     with compiling_ahead() as compiled:
         market, book = _load(args.dir, steps)
         return _job(market, book, args.out, _options(args, shock), steps, args, source=str(args.dir),
                     compiled=compiled)
+
+
+def _distributed_run(args, shock, steps) -> int:
+    """``run --scheduler``: the same job, every engine function partition by partition (SPEC §10)."""
+    from .distributed import Engine, PartitionedBook
+    from .market import Market
+
+    with steps.step("read_market", "reading and validating the market"):
+        market = Market.from_dir(args.dir)
+    book = PartitionedBook.open(args.dir)
+    local = args.scheduler == "local"
+    # A local cluster's workers share the machine's cores rather than each using all of them (docs/distributed.md).
+    cluster = dict(n_workers=args.workers, threads_per_worker=1, dashboard_address=None,
+                   env={"NUMBA_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // max(args.workers, 1)))})
+    label = f"starting {args.workers} local workers" if local else f"connecting to {args.scheduler}"
+    with steps.step("cluster", label):
+        engine = Engine(**cluster) if local else Engine(args.scheduler)
+    with engine:
+        return _job(market, book, args.out, _options(args, shock), steps, args, source=f"{args.dir} ({book!r})",
+                    engine=engine)
 
 
 def _demo(args) -> int:
@@ -184,11 +211,11 @@ def _demo(args) -> int:
                     source=f"generate.exchange({args.accounts}, seed={args.seed})", compiled=compiled)
 
 
-def _job(market, book, out: Path, options, steps, args, source: str, compiled=None) -> int:
+def _job(market, book, out: Path, options, steps, args, source: str, compiled=None, engine=None) -> int:
     from .run import dumps, run
     from .summary import format_summary
 
-    result = run(market, book, out, options, progress=steps, source=source, compiled=compiled)
+    result = run(market, book, out, options, progress=steps, source=source, compiled=compiled, engine=engine)
     if args.json:
         print(dumps(result.summary))
         return EXIT_OK

@@ -83,6 +83,32 @@ class PartitionedBook:
     def __len__(self) -> int:
         return len(self.parts)
 
+    @property
+    def n_positions(self) -> int:
+        """Rows of the positions files (from their Parquet footers)."""
+        return self._rows("positions")
+
+    @property
+    def n_balances(self) -> int:
+        return self._rows("balances")
+
+    @property
+    def n_accounts(self) -> int:
+        """Accounts in the book (reads the account_id columns; an account in two partitions counts once)."""
+        import pyarrow.parquet as pq
+
+        ids = [pq.read_table(f, columns=["account_id"]).column("account_id").to_numpy()
+               for k in range(len(self)) for f in self.files(k)]
+        return len(np.unique(np.concatenate(ids))) if ids else 0
+
+    def _rows(self, table: str) -> int:
+        import pyarrow.parquet as pq
+
+        return sum(pq.ParquetFile(self.files(k)[table == "balances"]).metadata.num_rows for k in range(len(self)))
+
+    def __repr__(self) -> str:
+        return f"PartitionedBook({self.path}, {len(self)} partitions)"
+
 
 def partition_of(account_id: np.ndarray, n_partitions: int, by: str, bounds: np.ndarray | None = None) -> np.ndarray:
     """Each account's partition: ``hash``, a fixed mix of the id modulo n (the same on every machine and run);
@@ -210,6 +236,8 @@ class Engine:
     ...     risk = engine.account_risk(market, parts)
     ...     assert risk.equals(fr.account_risk(market, book))
     """
+
+    from . import scenarios  # the scenario generators, as ``fastrisk.scenarios`` (``run`` asks the engine for them)
 
     def __init__(self, address: str | None = None, *, client=None, **cluster):
         from dask.distributed import Client, LocalCluster

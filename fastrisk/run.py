@@ -159,7 +159,7 @@ STEPS: tuple[Step, ...] = (
          lambda ctx: S.account_summary(ctx.tables["account_risk"]),
          (report.venue_section, report.margin_ratio_section)),
     Step("position_risk", "position risk", _position_risk, ("position_risk",), None, (report.riskiest_section,),
-         work=lambda ctx: (ctx.book.positions.num_rows, "positions")),
+         work=lambda ctx: (ctx.book.n_positions, "positions")),
     Step("liquidation_prices", "liquidation prices", _liquidation_prices, ("liquidation_prices",),
          lambda ctx: S.liquidation_summary(ctx.tables["liquidation_prices"]), (report.liquidation_section,)),
     Step("stress", "SPAN stress", _stress, ("scenarios", "stress_accounts", "stress_scenarios"), _stress_summary,
@@ -234,6 +234,7 @@ def run(market, book, out, options: Options = Options(), *, steps=None, engine=N
     Parameters
     ----------
     market, book : Market, Book
+        (or what ``engine`` takes for a book: a ``distributed.PartitionedBook`` for a ``distributed.Engine``)
     out : path or None
         Output directory (created if needed); None computes and summarises without writing anything.
     options : Options

@@ -75,7 +75,7 @@ def run_metadata(market, book, *, source: str, parameters: dict) -> dict:
         "run_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "rows": {"assets": market.assets.num_rows, "underlyings": market.underlyings.num_rows,
                  "instruments": market.instruments.num_rows, "tiers": market.tiers.num_rows,
-                 "positions": book.positions.num_rows, "balances": book.balances.num_rows},
+                 "positions": book.n_positions, "balances": book.n_balances},
         "parameters": parameters,
     }
 

@@ -60,6 +60,33 @@ def test_generate_partitioned_writes_the_distributed_layout(tmp_path, capsys):
     assert main(["validate", str(venue)]) == 0
 
 
+def test_run_on_a_local_cluster_writes_the_single_machine_tables(tmp_path, capsys):
+    venue, single, spread = tmp_path / "venue", tmp_path / "single", tmp_path / "spread"
+    assert main(["generate", str(venue), "--accounts", "800", "--seed", "5", "--partitions", "3", "--quiet"]) == 0
+    job = ["--shock", "BTC=-0.3", "--impact", "linear", "--quiet", "--json"]
+    assert main(["run", str(venue), "--out", str(single), *job]) == 0
+    assert main(["run", str(venue), "--out", str(spread), "--scheduler", "local", "--workers", "2", *job]) == 0
+    names = sorted(f.name for f in single.glob("*.parquet"))
+    assert "cascade_rounds.parquet" in names and names == sorted(f.name for f in spread.glob("*.parquet"))
+    for name in names:
+        a, b = pq.read_table(single / name), pq.read_table(spread / name)
+        if name in ("stress_scenarios.parquet", "contagion_summary.parquet"):  # venue totals: to 1e-12 (SPEC §7)
+            for column in a.column_names:
+                x, y = a.column(column).to_pylist(), b.column(column).to_pylist()
+                assert x == pytest.approx(y, rel=1e-12, abs=0.0) if isinstance(x[0], float) else x == y, column
+        else:
+            assert a.equals(b), name
+    summary = json.loads((spread / "summary.json").read_text())
+    assert summary["rows"]["positions"] == json.loads((single / "summary.json").read_text())["rows"]["positions"]
+
+
+def test_run_on_a_cluster_needs_a_partitioned_book(tmp_path, capsys):
+    venue = tmp_path / "venue"
+    assert main(["generate", str(venue), "--accounts", "300", "--quiet"]) == 0
+    assert main(["run", str(venue), "--scheduler", "local", "--quiet"]) == 2
+    assert "positions/ directory" in capsys.readouterr().err
+
+
 def test_run_json_prints_the_summary(tmp_path, capsys):
     venue = tmp_path / "venue"
     fr.generate.write(fr.generate.exchange_tables(500, seed=2), venue)
