@@ -104,7 +104,8 @@ class PartitionedBook:
     def _rows(self, table: str) -> int:
         import pyarrow.parquet as pq
 
-        return sum(pq.ParquetFile(self.files(k)[table == "balances"]).metadata.num_rows for k in range(len(self)))
+        which = ("positions", "balances").index(table)
+        return sum(pq.ParquetFile(self.files(k)[which]).metadata.num_rows for k in range(len(self)))
 
     def __repr__(self) -> str:
         return f"PartitionedBook({self.path}, {len(self)} partitions)"
@@ -124,44 +125,101 @@ def partition_of(account_id: np.ndarray, n_partitions: int, by: str, bounds: np.
     return np.searchsorted(bounds, account_id, side="right") - 1
 
 
-def repartition(book: Book, out, n_partitions: int, *, by: str = "range") -> PartitionedBook:
-    """Write ``book`` as a partitioned book under ``out`` (``positions/`` and ``balances/``, one file pair per
-    partition, ``part-00000`` ...; any earlier book there, partitioned or not, is replaced).
+def repartition(source, out, n_partitions: int, *, by: str = "range", batch_rows: int = 1 << 20) -> PartitionedBook:
+    """Write a book as a partitioned book under ``out`` (``positions/`` and ``balances/``, one file pair per
+    partition, ``part-00000`` ...) and return it.
+
+    ``source``: a :class:`Book`, or a venue directory whose ``positions`` and ``balances`` (Parquet or Arrow IPC
+    files, or Parquet dataset directories: a partitioned book too) are streamed ``batch_rows`` rows at a time,
+    so that a book larger than memory can be partitioned (its rows are validated where they are used, partition
+    by partition; only the positions' account_id column is read whole, for ``range``).
 
     ``by="range"``: contiguous account_id ranges holding about the same number of positions (the kernels' work
     grows with positions), so partition k's accounts all precede partition k+1's. ``by="hash"``: a fixed hash of
     the account_id (balances accounts whatever the ids' distribution). Every partition gets its pair of files,
-    empty ones included, and rows keep the book's order within a partition."""
+    empty ones included; rows keep their order within a partition. The files are written beside ``out`` first
+    and moved into place at the end, replacing any earlier book there (partitioned, or single files, which
+    ``Book.from_dir`` would read instead): ``out`` may be the source's own directory."""
+    import shutil
+    import tempfile
+
+    import pyarrow.parquet as pq
+
     if by not in PARTITION_BY:
         raise InputError("repartition", "by", f"must be one of {', '.join(PARTITION_BY)} (got {by!r})")
     if isinstance(n_partitions, bool) or not isinstance(n_partitions, (int, np.integer)) or n_partitions < 1:
         raise InputError("repartition", "n_partitions", f"must be an integer >= 1 (got {n_partitions!r})")
-    A = book.arrays
+    scans = _sources(source, batch_rows)
     bounds = None
     if by == "range":
-        # The first account of each partition: cut the cumulative position count into equal shares.
-        cuts = np.searchsorted(A.pos_start, np.arange(1, n_partitions) * (A.pos_start[-1] / n_partitions))
-        cuts = np.unique(cuts[(cuts >= 1) & (cuts < len(A.account_id))])
-        # Partitions past the last cut stay empty (fewer accounts than partitions, or a few very large ones).
-        bounds = np.full(n_partitions, np.iinfo(np.int64).max)
-        bounds[0] = np.iinfo(np.int64).min
-        bounds[1:1 + len(cuts)] = A.account_id[cuts]
+        ids = np.concatenate([b.column("account_id").to_numpy() for b in scans["positions"][1](["account_id"])]
+                             + [np.empty(0, np.int64)])
+        bounds = _range_bounds(ids, n_partitions)
     out = Path(out)
-    tables = {"positions": book.positions, "balances": book.balances}
-    parts = {name: partition_of(t.column("account_id").to_numpy(), n_partitions, by, bounds)
-             for name, t in tables.items()}
-    for name, t in tables.items():
-        for single in (out / f"{name}.parquet", out / f"{name}.arrow"):
-            single.unlink(missing_ok=True)  # Book.from_dir would read it instead of the partitions
-        folder = out / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for old in folder.glob("*.parquet"):
-            old.unlink()
-        order = np.argsort(parts[name], kind="stable")
-        ends = np.searchsorted(parts[name][order], np.arange(n_partitions + 1))
-        for k in range(n_partitions):
-            write_parquet(t.take(order[ends[k]:ends[k + 1]]), folder / f"part-{k:05d}.parquet")
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".repartition-", dir=out))
+    try:
+        for name, (schema, batches) in scans.items():
+            (staging / name).mkdir()
+            writers: dict[int, pq.ParquetWriter] = {}
+            for batch in batches(None):
+                part = partition_of(batch.column("account_id").to_numpy(), n_partitions, by, bounds)
+                order = np.argsort(part, kind="stable")
+                ends = np.searchsorted(part[order], np.arange(n_partitions + 1))
+                for k in np.flatnonzero(np.diff(ends)):
+                    if k not in writers:
+                        writers[k] = pq.ParquetWriter(staging / name / f"part-{k:05d}.parquet", schema)
+                    writers[k].write_batch(batch.take(pa.array(order[ends[k]:ends[k + 1]])))
+            for writer in writers.values():
+                writer.close()
+            for k in set(range(n_partitions)) - set(writers):
+                pq.write_table(schema.empty_table(), staging / name / f"part-{k:05d}.parquet")
+        for name in scans:
+            for single in (out / f"{name}.parquet", out / f"{name}.arrow"):
+                single.unlink(missing_ok=True)
+            if (out / name).is_dir():
+                shutil.rmtree(out / name)
+            (staging / name).rename(out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return PartitionedBook.open(out)
+
+
+def _sources(source, batch_rows: int) -> dict:
+    """``{table: (schema, batches(columns))}`` for positions and balances: ``batches`` yields record batches of
+    at most ``batch_rows`` rows with those columns (None: all), in row order."""
+    if isinstance(source, Book):
+        tables = {"positions": source.positions, "balances": source.balances}
+        return {name: (t.schema, lambda columns, t=t: (t if columns is None else t.select(columns)).to_batches(
+            max_chunksize=batch_rows)) for name, t in tables.items()}
+    import pyarrow.dataset as ds
+
+    from .tables import find_table_file
+
+    path = Path(source)
+    if not path.is_dir():
+        raise InputError("book", "*", f"not a directory: {path}")
+    scans = {}
+    for name in ("positions", "balances"):
+        found = find_table_file(path, name)
+        data = ds.dataset(found, format="ipc" if found.suffix == ".arrow" else "parquet")
+        scans[name] = (data.schema, lambda columns, data=data: data.to_batches(columns=columns, batch_size=batch_rows,
+                                                                               use_threads=False))
+    return scans
+
+
+def _range_bounds(position_accounts: np.ndarray, n_partitions: int) -> np.ndarray:
+    """Each range partition's first account_id (the first -inf; empty partitions past the last cut +inf): cuts
+    of the accounts, in account_id order, into equal shares of positions (``position_accounts``: each
+    position's account)."""
+    accounts, counts = np.unique(position_accounts, return_counts=True)
+    pos_start = np.concatenate([[0], np.cumsum(counts)])
+    cuts = np.searchsorted(pos_start, np.arange(1, n_partitions) * (pos_start[-1] / n_partitions))
+    cuts = np.unique(cuts[(cuts >= 1) & (cuts < len(accounts))])
+    bounds = np.full(n_partitions, np.iinfo(np.int64).max)
+    bounds[0] = np.iinfo(np.int64).min
+    bounds[1:1 + len(cuts)] = accounts[cuts]
+    return bounds
 
 
 # --------------------------------------------------------------------------------------------- on a worker

@@ -63,6 +63,25 @@ def test_more_partitions_than_accounts_leaves_empty_ones(tmp_path):
         assert sum(parts.book(k).n_accounts for k in range(8)) == 3
 
 
+@pytest.mark.parametrize("by", ["range", "hash"])
+def test_repartition_streams_a_venue_directory_in_batches_and_in_place(venue, tmp_path, by):
+    market, book = venue
+    book.to_dir(tmp_path)
+    first = repartition(tmp_path, tmp_path, 3, by=by, batch_rows=997)  # from positions.parquet, in batches
+    assert not (tmp_path / "positions.parquet").exists() and len(first) == 3
+    again = repartition(tmp_path, tmp_path, 4, by=by, batch_rows=1500)  # from its own partitions, in place
+    assert again.parts == ("part-00000", "part-00001", "part-00002", "part-00003")
+    assert not list(tmp_path.glob(".repartition-*"))
+    ids = [again.book(k).arrays.account_id for k in range(4)]
+    assert np.array_equal(np.sort(np.concatenate(ids)), book.arrays.account_id)  # each account in one partition
+    assert again.n_positions == book.positions.num_rows and again.n_balances == book.balances.num_rows
+    assert again.n_accounts == book.n_accounts
+    assert fr.account_risk(market, fr.Book.from_dir(tmp_path)).equals(fr.account_risk(market, book))
+    if by == "range":  # the same cuts as from the Book itself
+        direct = repartition(book, tmp_path / "direct", 4)
+        assert all(pq.read_table(again.files(k)[0]).equals(pq.read_table(direct.files(k)[0])) for k in range(4))
+
+
 def test_hash_is_fixed_and_spreads_consecutive_ids():
     ids = np.arange(10_000, dtype=np.int64)
     k = partition_of(ids, 4, "hash")
