@@ -147,8 +147,16 @@ def _load(directory: Path, steps):
 def _validate(args) -> int:
     from .progress import Steps
 
+    from .distributed import PartitionedBook
+    from .tables import find_table_file
+
     market, book = _load(args.dir, Steps())
-    print(f"ok: {market!r}; {book!r}")
+    parts = ""
+    if find_table_file(args.dir, "positions").is_dir() and find_table_file(args.dir, "balances").is_dir():
+        partitioned = PartitionedBook.open(args.dir)  # a partitioned book: each account in one partition
+        partitioned.check()
+        parts = f" in {len(partitioned)} partitions"
+    print(f"ok: {market!r}; {book!r}{parts}")
     return EXIT_OK
 
 

@@ -95,11 +95,19 @@ class PartitionedBook:
     @property
     def n_accounts(self) -> int:
         """Accounts in the book (reads the account_id columns; an account in two partitions counts once)."""
+        return len(np.unique(np.concatenate([self.accounts(k) for k in range(len(self))])))
+
+    def accounts(self, k: int) -> np.ndarray:
+        """Partition ``k``'s account ids, sorted (read from its files' account_id columns)."""
         import pyarrow.parquet as pq
 
-        ids = [pq.read_table(f, columns=["account_id"]).column("account_id").to_numpy()
-               for k in range(len(self)) for f in self.files(k)]
-        return len(np.unique(np.concatenate(ids))) if ids else 0
+        return np.unique(np.concatenate([pq.read_table(f, columns=["account_id"]).column("account_id").to_numpy()
+                                         for f in self.files(k)]))
+
+    def check(self) -> None:
+        """Every account in exactly one partition, checked here (engine calls check it from their tasks'
+        results): an ``InputError`` naming accounts and partitions otherwise."""
+        _check_disjoint(self, [self.accounts(k) for k in range(len(self))])
 
     def _rows(self, table: str) -> int:
         import pyarrow.parquet as pq

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -58,6 +59,14 @@ def test_generate_partitioned_writes_the_distributed_layout(tmp_path, capsys):
     market = fr.Market.from_dir(venue)
     assert fr.account_risk(market, fr.Book.from_dir(venue)).equals(fr.account_risk(market, whole))
     assert main(["validate", str(venue)]) == 0
+    assert "in 3 partitions" in capsys.readouterr().out
+    # An account's balances moved into another partition: the layout is wrong, validate says so.
+    balances = pq.read_table(parts.files(0)[1])
+    moved = balances.slice(0, 1)
+    pq.write_table(balances.slice(1), parts.files(0)[1])
+    pq.write_table(pa.concat_tables([pq.read_table(parts.files(1)[1]), moved]), parts.files(1)[1])
+    assert main(["validate", str(venue)]) == 2
+    assert "in exactly one partition" in capsys.readouterr().err
 
 
 def test_run_on_a_local_cluster_writes_the_single_machine_tables(tmp_path, capsys):

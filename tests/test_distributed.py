@@ -180,6 +180,8 @@ def test_an_account_in_two_partitions_is_an_error(venue, engine, tmp_path, funct
         getattr(engine, function)(market, parts, *([SHOCK] if function == "cascade" else []))
     assert info.value.column == "account_id"
     assert f"account_id {victim} in part-00000 and part-00001" in str(info.value)
+    with pytest.raises(InputError, match=f"account_id {victim} in part-00000 and part-00001"):
+        parts.check()  # what fastrisk validate runs on a partitioned directory
 
 
 def test_bad_input_in_a_partition_names_its_file(venue, engine, tmp_path):
