@@ -389,7 +389,6 @@ class CascadeBook:
         charged = np.empty((3, len(dead) + len(dead_pos)))
         close_out(self.fee, rnd, dead, out, liq, owners, out_iso, liq_iso, self.round_of, self.eq_at, self.fee_paid,
                   self.bad_debt, self.left, self.iso_count, rest, charged)
-        charged[2] = np.concatenate([out[2, liq], out_iso[2, liq_iso]])
         self.iso_dead.append((dead_pos, owners, rest))
         self.account_live[dead] = 0
         self.iso_live[iso_cand_k[liq_iso]] = 0

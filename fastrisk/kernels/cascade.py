@@ -305,8 +305,8 @@ def close_out(fee_rate, rnd, dead, out, liq, owners, out_iso, liq_iso, round_of,
     debt. Per account: the round it was liquidated in, its equity then, what its cross bucket had ``left``,
     the fees and bad debt it caused (added: an isolated position may have been closed in an earlier round) and
     its closed isolated positions; per closed isolated position what it left, into ``iso_rest`` [j]; per bucket
-    closed, its fee and bad debt into ``charged`` [2, k] (the cross buckets, then the isolated positions: the
-    round's totals are their sums in this order, ``liquidation_cascade.round_totals``)."""
+    closed, its fee, bad debt and notional into ``charged`` [3, k] (the cross buckets, then the isolated
+    positions: the round's totals are their sums in this order, ``liquidation_cascade.round_totals``)."""
     j = 0
     for c in range(liq.shape[0]):
         if not liq[c]:
@@ -314,6 +314,7 @@ def close_out(fee_rate, rnd, dead, out, liq, owners, out_iso, liq_iso, round_of,
         a = dead[j]
         eq = out[0, c]
         charged[0, j], charged[1, j], rest = _charge(fee_rate, eq, out[2, c], fee_paid, bad_debt, a)
+        charged[2, j] = out[2, c]
         round_of[a] = rnd
         eq_at[a] = eq
         left[a] = rest
@@ -326,6 +327,7 @@ def close_out(fee_rate, rnd, dead, out, liq, owners, out_iso, liq_iso, round_of,
         a = owners[j]
         charged[0, n + j], charged[1, n + j], iso_rest[j] = _charge(fee_rate, out_iso[0, c], out_iso[2, c], fee_paid,
                                                                     bad_debt, a)
+        charged[2, n + j] = out_iso[2, c]
         iso_count[a] += 1
         j += 1
 
