@@ -247,7 +247,8 @@ def merge_rounds(parts: list[Closed]) -> Closed:
     flows = []
     for name in ("underlying", "usd"):
         cross_items = np.concatenate([getattr(p, name)[:m] for p, m in zip(parts, f)])[items]
-        flows.append(np.concatenate([cross_items, np.concatenate([getattr(p, name)[m:] for p, m in zip(parts, f)])[iso]]))
+        iso_items = np.concatenate([getattr(p, name)[m:] for p, m in zip(parts, f)])[iso]
+        flows.append(np.concatenate([cross_items, iso_items]))
     return Closed(accounts[cross], n_items[cross], iso_accounts[iso], iso_rank[iso], charged, *flows)
 
 
