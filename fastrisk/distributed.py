@@ -36,6 +36,7 @@ from .errors import InputError
 from .io import write_parquet
 from .liquidation_cascade import LIQUIDATION_FEE, SQRT_IMPACT_K
 from .risk import OPTION_MARGIN
+from .tables import account_order, merge_by_account
 
 __all__ = ["Engine", "PartitionedBook", "repartition", "PARTITION_BY"]
 
@@ -330,15 +331,20 @@ class Engine:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _prepare(self, market, book):
+        """``(book, market)``: the book as a PartitionedBook (a directory is opened), the market sent to every
+        worker once (a future; unhashed, so that a later call's copy never shares a key with one being freed)."""
+        if not isinstance(book, PartitionedBook):
+            book = PartitionedBook.open(book)
+        return book, self.client.scatter(market, broadcast=True, hash=False)
+
     def _map(self, function: str, market, book, kwargs, out=None):
         """Run ``function`` on every partition; ``[(result, accounts)]`` in partition order, after checking that
         no account lies in two partitions. With ``out``, each partition's result is written to
         ``out/<partition>.parquet`` on its worker instead (result None)."""
-        if not isinstance(book, PartitionedBook):
-            book = PartitionedBook.open(book)
+        book, shared = self._prepare(market, book)
         if out is not None:
             Path(out).mkdir(parents=True, exist_ok=True)
-        shared = self.client.scatter(market, broadcast=True, hash=False)
         futures = [self.client.submit(_run_partition, function, shared, book.files(k), kwargs,
                                       None if out is None else Path(out) / f"{book.parts[k]}.parquet", pure=False)
                    for k in range(len(book))]
@@ -348,7 +354,7 @@ class Engine:
 
     def _per_account(self, function: str, market, book, kwargs, out):
         results = self._map(function, market, book, kwargs, out)
-        return Path(out) if out is not None else _merge([r for r, _ in results])
+        return Path(out) if out is not None else merge_by_account([r for r, _ in results])
 
     def account_risk(self, market, book, *, out=None, **kwargs):
         """``fastrisk.account_risk`` (every keyword as there): the table, or with ``out`` (a directory) one
@@ -374,7 +380,7 @@ class Engine:
         from .kernels.scenarios import SCENARIO_TOTALS
 
         parts = [r for r, _ in self._map("stress", market, book, dict(kwargs, scenarios=scenarios))]
-        order = _account_order([p.accounts for p in parts])
+        order = account_order([p.accounts for p in parts])
         scenarios_table = parts[0].scenarios
         for name in SCENARIO_TOTALS:
             total = np.sum([p.scenarios.column(name).to_numpy() for p in parts], axis=0)
@@ -384,7 +390,7 @@ class Engine:
         if kwargs.get("loss_matrix"):
             matrix = np.concatenate([p.loss_matrix for p in parts])
             matrix = matrix if order is None else matrix[order]
-        return StressResult(_merge([p.accounts for p in parts]), scenarios_table, matrix)
+        return StressResult(merge_by_account([p.accounts for p in parts]), scenarios_table, matrix)
 
     def cascade(self, market, book, shock, impact: str = "sqrt", insurance_fund: float = 0.0,
                 liquidation_fee: float = LIQUIDATION_FEE, max_rounds: int = 50, k: float = SQRT_IMPACT_K, *,
@@ -395,9 +401,7 @@ class Engine:
 
         mult0, insurance_fund, liquidation_fee, k = cascade_parameters(
             market, shock, impact, insurance_fund, liquidation_fee, max_rounds, k, rate, option_margin)
-        if not isinstance(book, PartitionedBook):
-            book = PartitionedBook.open(book)
-        shared = self.client.scatter(market, broadcast=True, hash=False)
+        book, shared = self._prepare(market, book)
         actors = [self.client.submit(PartitionCascade, shared, book.files(j), mult0, liquidation_fee,
                                      int(max_rounds), rate=rate, option_margin=option_margin, actor=True, pure=False)
                   for j in range(len(book))]
@@ -414,7 +418,7 @@ class Engine:
         from .cross_contagion import ContagionResult, contagion_summary
 
         parts = [r for r, _ in self._map("contagion", market, book, dict(kwargs, shock=shock))]
-        accounts = _merge([p.accounts for p in parts])
+        accounts = merge_by_account([p.accounts for p in parts])
         return ContagionResult(accounts, contagion_summary(accounts))
 
 
@@ -429,19 +433,3 @@ def _check_disjoint(book: PartitionedBook, accounts: list[np.ndarray]) -> None:
                  for j in twice[:5]]
         raise InputError("positions", "account_id", "each account's positions and balances must lie in exactly one "
                          f"partition of {book.path}", [], len(np.unique(ids[order][twice])), shown)
-
-
-def _account_order(tables: list[pa.Table]) -> np.ndarray | None:
-    """The rows of the partitions' tables, concatenated, in account_id order (stable: an account's rows keep their
-    order); None when they already are (range partitions)."""
-    ids = np.concatenate([t.column("account_id").to_numpy() for t in tables])
-    if len(ids) < 2 or bool(np.all(ids[1:] >= ids[:-1])):
-        return None
-    return np.argsort(ids, kind="stable")
-
-
-def _merge(tables: list[pa.Table]) -> pa.Table:
-    """The partitions' tables as the single-machine run's: one chunk, rows by account_id."""
-    order = _account_order(tables)
-    merged = pa.concat_tables(tables).combine_chunks()
-    return merged if order is None else merged.take(order).combine_chunks()

@@ -19,7 +19,7 @@ from .errors import InputError
 from .parameters import check_parameters, parameter_error
 from .market import Market
 from .risk import OPTION_MARGIN, kernel_market, value_instruments
-from .tables import bitmap, empty, full, with_validity
+from .tables import bitmap, empty, full, merge_by_account, with_validity
 
 __all__ = ["cascade", "CascadeResult", "format_rounds", "shock_multipliers", "IMPACT_MODELS"]
 
@@ -212,7 +212,7 @@ def run_rounds(market: Market, call, mult0: np.ndarray, impact: str, insurance_f
         path += [(rnd, u, mult[u], flow[u], r[u]) for u in range(n_u)]
     accounts = call("accounts", mult)
     return CascadeResult(_rounds_table(market, rounds), accounts[0] if len(accounts) == 1 else
-                         _merge_accounts(accounts), _path_table(market, path), stopped)
+                         merge_by_account(accounts), _path_table(market, path), stopped)
 
 
 @dataclass(frozen=True)
@@ -422,13 +422,6 @@ class CascadeBook:
                        self.weights)
         return _accounts_table(self.bound.book.account_id, self.round_of, bk.equity_today, self.eq_at, self.fee_paid,
                                self.bad_debt, self.iso_count, after[0], after[1])
-
-
-def _merge_accounts(tables: list[pa.Table]) -> pa.Table:
-    """The books' accounts tables as one, by account_id (each account lies in one book)."""
-    merged = pa.concat_tables(tables).combine_chunks()
-    order = np.argsort(merged.column("account_id").to_numpy(), kind="stable")
-    return merged.take(order).combine_chunks()
 
 
 def _rounds_table(market: Market, rounds) -> pa.Table:

@@ -382,6 +382,23 @@ def with_validity(type_, values: np.ndarray, bits: pa.Buffer, valid: np.ndarray)
     return pa.Array.from_buffers(type_, n, [bits if nulls else None, data], null_count=nulls)
 
 
+def account_order(tables: list[pa.Table]) -> np.ndarray | None:
+    """The rows of ``tables`` (each with an account_id column), concatenated, in account_id order (stable: an
+    account's rows keep their order); None when they already are."""
+    ids = np.concatenate([t.column("account_id").to_numpy() for t in tables])
+    if len(ids) < 2 or bool(np.all(ids[1:] >= ids[:-1])):
+        return None
+    return np.argsort(ids, kind="stable")
+
+
+def merge_by_account(tables: list[pa.Table]) -> pa.Table:
+    """Per-account results of disjoint sets of accounts (partitions of a book) as one table: one chunk, rows by
+    account_id, as a single run over the whole book returns them."""
+    order = account_order(tables)
+    merged = pa.concat_tables(tables).combine_chunks()
+    return merged if order is None else merged.take(order).combine_chunks()
+
+
 def check_range(t: pa.Table, col: Column, schema: Schema) -> None:
     """Numeric bounds of one column in one compiled pass."""
     from .kernels import checks
